@@ -1,0 +1,200 @@
+"""Train MSPFN on paired folders; resumes from OUT/last.safetensors when it exists.
+
+    python -m mspfn.train --preset lite --train ../shared/data/train/RainTrainL \
+        --val ../shared/data/val/Rain12 --out runs/lite --steps 16000
+
+OUT gets `last.safetensors` (weights + Adam state + position, written at every validation and on exit),
+`best.safetensors` (best validation PSNR so far), and `log.jsonl` (one line per validation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mspfn.checkpoint import load_model, load_tensors, read_metadata, save_model
+from mspfn.data import PatchSampler, load_pairs
+from mspfn.evaluate import score
+from mspfn.losses import mspfn_loss
+from mspfn.model import MSPFN, derain, preset
+
+
+@dataclass
+class Schedule:
+    """Linear warm-up, then cosine decay from `peak` to `floor` at step `total` (constant after)."""
+
+    peak: float
+    floor: float
+    warmup: int
+    total: int
+
+    def lr(self, step: int) -> float:
+        if step < self.warmup:
+            return self.peak * (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.floor + 0.5 * (self.peak - self.floor) * (1 + math.cos(math.pi * progress))
+
+
+def train_step(
+    model: MSPFN, optimizer: torch.optim.Optimizer, rain: torch.Tensor, clean: torch.Tensor
+) -> float:
+    """One optimisation step on a batch (NCHW, [0, 1]); bf16 autocast on CUDA. Returns the loss."""
+    model.train()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if rain.is_cuda else nullcontext()
+    with autocast:
+        output = model(rain)
+    loss = mspfn_loss(output.float(), clean)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def save_training_state(
+    path: Path, model: MSPFN, optimizer: torch.optim.Optimizer, preset_name: str, position: dict
+) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    for index, param in enumerate(model.parameters()):
+        state = optimizer.state.get(param, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                tensors[f"optimizer.{index}.{key}"] = state[key].detach().cpu().contiguous()
+        if "step" in state:
+            tensors[f"optimizer.{index}.step"] = torch.as_tensor(state["step"]).reshape(1).float().cpu()
+    save_model(path, model, preset_name, {"training": json.dumps(position)}, tensors)
+
+
+def load_training_state(path: Path, model: MSPFN, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore weights and Adam state in place; returns the saved position (step, best, ...)."""
+    device = next(model.parameters()).device
+    model.load_state_dict({k: v.to(device) for k, v in load_tensors(path, "model.").items()})
+    saved = load_tensors(path, "optimizer.")
+    for index, param in enumerate(model.parameters()):
+        if f"{index}.exp_avg" in saved:
+            optimizer.state[param] = {
+                "step": saved[f"{index}.step"].reshape(()),
+                "exp_avg": saved[f"{index}.exp_avg"].to(device),
+                "exp_avg_sq": saved[f"{index}.exp_avg_sq"].to(device),
+            }
+    return json.loads(read_metadata(path)["training"])
+
+
+def validate(model: MSPFN, pairs: list) -> dict[str, float | int]:
+    import numpy as np
+
+    device = next(model.parameters()).device
+    model.eval()
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            batch = torch.from_numpy(image.transpose(2, 0, 1).copy())[None].to(device)
+            return derain(model, batch)[0].float().cpu().numpy().transpose(1, 2, 0)
+
+    return score(predict, pairs, progress=False)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mspfn.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="lite", help="network preset: lite, paper, paper-133")
+    parser.add_argument(
+        "--train", type=Path, action="append", required=True, help="paired folder (repeatable)"
+    )
+    parser.add_argument("--val", type=Path, required=True, help="paired validation folder")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log)")
+    parser.add_argument("--steps", type=int, default=16000, help="total steps (end of the cosine decay)")
+    parser.add_argument("--batch", type=int, default=8, help="patches per step")
+    parser.add_argument("--patch", type=int, default=64, help="patch side in pixels")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (Adam)")
+    parser.add_argument("--lr-min", type=float, default=1e-6, help="learning rate at the end of the decay")
+    parser.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
+    parser.add_argument("--val-every", type=int, default=500, help="validate and checkpoint every K steps")
+    parser.add_argument("--val-limit", type=int, help="validate on the first N pairs only")
+    parser.add_argument("--init", type=Path, help="start a fresh run from these weights (.safetensors)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = MSPFN(preset(args.preset)).to(device)
+    if args.init:
+        model.load_state_dict(load_model(args.init)[0].state_dict())
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    schedule = Schedule(args.lr, args.lr_min, args.warmup, args.steps)
+    last, best_path = args.out / "last.safetensors", args.out / "best.safetensors"
+    position = {"step": 0, "best_psnr": -1.0, "seconds": 0.0}
+    if last.exists():
+        position = load_training_state(last, model, optimizer)
+        print(f"resumed from {last} at step {position['step']}", file=sys.stderr)
+    train_pairs = [pair for folder in args.train for pair in load_pairs(folder)]
+    val_pairs = load_pairs(args.val, args.val_limit)
+    sampler = PatchSampler(train_pairs, args.patch, seed=args.seed + position["step"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = (args.out / "log.jsonl").open("a")
+    started, base_seconds = time.perf_counter(), position["seconds"]
+    bar = tqdm(
+        total=args.steps,
+        initial=position["step"],
+        file=sys.stderr,
+        disable=args.no_progress,
+        dynamic_ncols=True,
+        unit="step",
+    )
+
+    def checkpoint(step: int) -> None:
+        nonlocal position
+        metrics = validate(model, val_pairs)
+        seconds = base_seconds + time.perf_counter() - started
+        record = {"step": step, "lr": schedule.lr(step), "loss": running, "seconds": round(seconds, 1)}
+        record.update({"val_psnr": metrics["psnr"], "val_ssim": metrics["ssim"]})
+        if metrics["psnr"] > position["best_psnr"]:
+            record["best"] = True
+            extra = {"training": json.dumps(record)}
+            save_model(best_path, model, args.preset, extra)
+        best = max(metrics["psnr"], position["best_psnr"])
+        position = {"step": step, "best_psnr": best, "seconds": seconds}
+        save_training_state(last, model, optimizer, args.preset, position)
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        bar.write(json.dumps(record), file=sys.stderr)
+
+    running = float("nan")
+    step = int(position["step"])
+    try:
+        while step < args.steps:
+            for group in optimizer.param_groups:
+                group["lr"] = schedule.lr(step)
+            rain, clean = (torch.from_numpy(a).to(device) for a in sampler.sample(args.batch))
+            loss = train_step(model, optimizer, rain, clean)
+            running = loss if math.isnan(running) else 0.98 * running + 0.02 * loss
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{schedule.lr(step):.2e}")
+            if step % args.val_every == 0 or step == args.steps:
+                checkpoint(step)
+    except KeyboardInterrupt:
+        print(f"interrupted at step {step}; saving {last}", file=sys.stderr)
+        position["seconds"] = base_seconds + time.perf_counter() - started
+        save_training_state(last, model, optimizer, args.preset, {**position, "step": step})
+    bar.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny MSPFN checkpoints and ONNX models made on the spot (no downloads, no GPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data"
+RAIN12 = DATA / "val" / "Rain12"
+REAL = DATA / "real" / "RealSIRR147"
+SHIPPED_WEIGHTS = REPO / "weights" / "mspfn-lite.safetensors"
+
+TINY = {
+    "width": 8,
+    "stages": 1,
+    "rcabs": (1, 1, 1),
+    "lstm_in": 4,
+    "lstm_hidden": (4, 4, 8),
+    "recon_width": 4,
+    "reduction": 4,
+    "pad_multiple": 8,
+}
+
+
+def make_tiny_model(seed: int = 0):  # -> mspfn.model.MSPFN
+    """A tiny network whose output differs from its input (the rain head is not left at zero)."""
+    import torch
+
+    from mspfn.model import MSPFN, MSPFNConfig
+
+    torch.manual_seed(seed)
+    model = MSPFN(MSPFNConfig.from_dict(TINY))
+    with torch.no_grad():
+        model.reconstruct.rain.weight.normal_(0.0, 0.05)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mspfn.checkpoint import save_model
+
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_model(path, make_tiny_model(), "tiny")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny exported model (fp32, checked for parity) that the service can load."""
+    from model_export import export_onnx
+
+    path = tmp_path_factory.mktemp("models") / "tiny.onnx"
+    export_onnx(tiny_weights, path)
+    return path

@@ -1,0 +1,83 @@
+"""The network: parameter counts of the presets, shapes for odd sizes, padding round-trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mspfn.complexity import macs_per_pixel
+from mspfn.model import MSPFN, PRESETS, count_parameters, derain, pad_to_multiple, preset
+from tests.conftest import make_tiny_model
+
+
+@pytest.mark.parametrize(("name", "expected"), [("paper", 12_597_376), ("paper-133", 17_769_728)])
+def test_paper_presets_have_the_spec_parameter_counts(name: str, expected: int) -> None:
+    assert count_parameters(MSPFN(preset(name))) == expected
+
+
+def test_paper_macs_match_the_spec() -> None:
+    # Spec section 6: 525.2 GMAC at 512x512 for M17N1 with live gates only = 2.0036 M MAC/pixel.
+    model = MSPFN(preset("paper"))
+    assert macs_per_pixel(model, 64, 64) == pytest.approx(525.2e9 / 512**2, rel=1e-3)
+
+
+def test_lite_fits_the_cpu_budget() -> None:
+    lite = MSPFN(preset("lite"))
+    assert macs_per_pixel(lite, 64, 64) <= 250_000
+    assert count_parameters(lite) == 1_528_592
+
+
+def test_unknown_preset_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+
+
+def test_presets_round_trip_through_dicts() -> None:
+    for config in PRESETS.values():
+        assert type(config).from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("size", [(1, 1), (37, 53), (8, 8), (3, 17)])
+def test_derain_accepts_any_size(size: tuple[int, int]) -> None:
+    model = make_tiny_model()
+    image = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        output = derain(model, image)
+    assert output.shape == image.shape
+    assert torch.isfinite(output).all()
+    assert not torch.allclose(output, image)  # the tiny model really changes the picture
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 9), (37, 53), (64, 64)])
+def test_padding_is_a_multiple_and_crops_back_exactly(size: tuple[int, int]) -> None:
+    image = torch.rand(1, 3, *size)
+    padded, original = pad_to_multiple(image, 8)
+    assert original == size
+    assert padded.shape[-2] % 8 == 0 and padded.shape[-1] % 8 == 0
+    assert torch.equal(padded[..., : size[0], : size[1]], image)
+
+
+def test_reflect_padding_mirrors_the_border() -> None:
+    image = torch.arange(5.0).reshape(1, 1, 1, 5).expand(1, 1, 5, 5).contiguous()
+    padded, _ = pad_to_multiple(image, 8)
+    # Columns 5, 6, 7 reflect columns 3, 2, 1 (the edge column itself is not repeated).
+    assert padded[0, 0, 0, 5:].tolist() == [3.0, 2.0, 1.0]
+
+
+def test_untrained_network_is_the_identity() -> None:
+    model = MSPFN(preset("lite")).eval()
+    image = torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        assert torch.equal(model(image), image)
+
+
+def test_live_gate_lstm_equals_a_full_cell_from_zero_state() -> None:
+    from mspfn.model import LiveGateConvLSTM
+
+    torch.manual_seed(0)
+    cell = LiveGateConvLSTM(4, 6)
+    x = torch.randn(1, 4, 8, 8)
+    i, j, o = torch.split(cell.gates(x), 6, dim=1)
+    forget = torch.randn_like(i)  # any forget gate: it multiplies c0 = 0
+    c = torch.sigmoid(forget + 1) * torch.zeros_like(i) + torch.sigmoid(i) * torch.tanh(j)
+    assert torch.allclose(cell(x), torch.tanh(c) * torch.sigmoid(o))

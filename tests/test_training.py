@@ -1,0 +1,119 @@
+"""Training: the loss goes down on a fixed batch, resume restores position and Adam state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mspfn.losses import charbonnier, laplacian, mspfn_loss
+from mspfn.train import Schedule, load_training_state, main, save_training_state, train_step
+from tests.conftest import make_tiny_model
+
+
+def test_charbonnier_and_laplacian_values() -> None:
+    a, b = torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.75)
+    assert charbonnier(a, b).item() == pytest.approx((0.75**2 + 1e-6) ** 0.5)
+    flat = torch.ones(1, 1, 3, 3)
+    assert laplacian(flat)[0, 0, 1, 1].item() == 0.0  # constant interior has no edges
+    assert laplacian(flat)[0, 0, 0, 0].item() == 8.0 - 3.0  # zero padding makes borders edges
+    image = torch.rand(2, 3, 8, 8)
+    assert mspfn_loss(image, image).item() == pytest.approx(1e-3 * 1.05, rel=1e-4)
+
+
+def test_schedule_warms_up_then_decays_to_the_floor() -> None:
+    schedule = Schedule(peak=1e-3, floor=1e-6, warmup=10, total=110)
+    assert schedule.lr(0) == pytest.approx(1e-4)
+    assert schedule.lr(10) == pytest.approx(1e-3)
+    assert schedule.lr(60) == pytest.approx((1e-3 + 1e-6) / 2)
+    assert schedule.lr(110) == pytest.approx(1e-6)
+    assert schedule.lr(500) == pytest.approx(1e-6)
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    model = make_tiny_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    clean = torch.rand(2, 3, 16, 16)
+    rain = (clean + 0.3 * (torch.rand_like(clean) > 0.9)).clamp(0, 1)
+    first = train_step(model, optimizer, rain, clean)
+    for _ in range(15):
+        last = train_step(model, optimizer, rain, clean)
+    assert last < 0.8 * first
+
+
+def test_training_state_round_trip(tmp_path: Path) -> None:
+    model = make_tiny_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batch = torch.rand(1, 3, 16, 16)
+    for _ in range(3):
+        train_step(model, optimizer, batch, batch * 0.9)
+    path = tmp_path / "last.safetensors"
+    save_training_state(path, model, optimizer, "tiny", {"step": 3, "best_psnr": 30.0, "seconds": 1.0})
+
+    restored = make_tiny_model(seed=1)
+    restored_optimizer = torch.optim.Adam(restored.parameters(), lr=1e-3)
+    position = load_training_state(path, restored, restored_optimizer)
+    assert position == {"step": 3, "best_psnr": 30.0, "seconds": 1.0}
+    for a, b in zip(model.parameters(), restored.parameters(), strict=True):
+        assert torch.equal(a, b)
+        assert torch.equal(optimizer.state[a]["exp_avg_sq"], restored_optimizer.state[b]["exp_avg_sq"])
+        assert int(restored_optimizer.state[b]["step"]) == 3
+    # Both continue identically from the same batch.
+    train_step(model, optimizer, batch, batch * 0.9)
+    train_step(restored, restored_optimizer, batch, batch * 0.9)
+    for a, b in zip(model.parameters(), restored.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def write_pairs(root: Path, count: int, size: tuple[int, int] = (40, 48)) -> Path:
+    rng = np.random.default_rng(0)
+    for folder in ("rain", "norain"):
+        (root / folder).mkdir(parents=True)
+    for index in range(count):
+        clean = rng.integers(0, 200, (*size, 3), dtype=np.uint8)
+        rain = np.clip(clean.astype(int) + (rng.random(size) > 0.95)[..., None] * 55, 0, 255)
+        Image.fromarray(clean).save(root / "norain" / f"{index}.png")
+        Image.fromarray(rain.astype(np.uint8)).save(root / "rain" / f"{index}.png")
+    return root
+
+
+def test_cli_trains_checkpoints_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mspfn.train as train_module
+    from mspfn.model import MSPFNConfig
+
+    monkeypatch.setitem(
+        train_module.__dict__,
+        "preset",
+        lambda name: MSPFNConfig(width=8, stages=1, lstm_in=4, lstm_hidden=(4, 4, 4), recon_width=4),
+    )
+    data = write_pairs(tmp_path / "data", 3)
+    out = tmp_path / "run"
+    args = [
+        "--train",
+        str(data),
+        "--val",
+        str(data),
+        "--out",
+        str(out),
+        "--patch",
+        "32",
+        "--batch",
+        "2",
+        "--val-every",
+        "2",
+        "--warmup",
+        "1",
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
+    assert main([*args, "--steps", "4"]) == 0
+    assert (out / "best.safetensors").exists() and (out / "last.safetensors").exists()
+    assert main([*args, "--steps", "6"]) == 0
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]  # the second run resumed at step 4 instead of starting over

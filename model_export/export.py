@@ -77,13 +77,13 @@ def _trace(model: MSPFN, path: Path, opset: int) -> None:
 
 
 def _to_fp16(graph: onnx.ModelProto) -> onnx.ModelProto:
-    """fp16 weights and activations, fp32 at the boundary; reductions and the sigmoid gates stay fp32."""
+    """fp16 weights and activations with fp32 I/O; attention pooling and sigmoid gates stay fp32."""
     from onnxconverter_common import float16
 
     return float16.convert_float_to_float16(
         graph,
         keep_io_types=True,
-        op_block_list=["GlobalAveragePool", "ReduceMean", "Sigmoid", "Sub"],
+        op_block_list=["GlobalAveragePool", "ReduceMean", "Sigmoid"],
     )
 
 

@@ -22,6 +22,11 @@ def laplacian(image: Tensor) -> Tensor:
     return F.conv2d(image, kernel.expand(channels, 1, 3, 3), padding=1, groups=channels)
 
 
+def l2_loss(output: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error in [-1, 1] space (used only to warm training up, see mspfn.train)."""
+    return F.mse_loss(output * 2 - 1, target * 2 - 1)
+
+
 def mspfn_loss(output: Tensor, target: Tensor) -> Tensor:
     """Inputs in [0, 1]; the original computes the loss on images scaled to [-1, 1]."""
     out, gt = output * 2 - 1, target * 2 - 1

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from mspfn.checkpoint import load_model, load_tensors, read_metadata, save_model
 from mspfn.data import PatchSampler, load_pairs
 from mspfn.evaluate import score
-from mspfn.losses import mspfn_loss
+from mspfn.losses import l2_loss, mspfn_loss
 from mspfn.model import MSPFN, derain, preset
 
 
@@ -46,14 +47,18 @@ class Schedule:
 
 
 def train_step(
-    model: MSPFN, optimizer: torch.optim.Optimizer, rain: torch.Tensor, clean: torch.Tensor
+    model: MSPFN,
+    optimizer: torch.optim.Optimizer,
+    rain: torch.Tensor,
+    clean: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = mspfn_loss,
 ) -> float:
     """One optimisation step on a batch (NCHW, [0, 1]); bf16 autocast on CUDA. Returns the loss."""
     model.train()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if rain.is_cuda else nullcontext()
     with autocast:
         output = model(rain)
-    loss = mspfn_loss(output.float(), clean)
+    loss = loss_fn(output.float(), clean)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -117,6 +122,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (Adam)")
     parser.add_argument("--lr-min", type=float, default=1e-6, help="learning rate at the end of the decay")
     parser.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
+    parser.add_argument(
+        "--l2-warmup",
+        type=int,
+        default=1500,
+        help="steps trained with L2 before MSPFN's Charbonnier loss (from scratch, an L1-like loss "
+        "collapses to the identity: the median of a sparse rain residual is zero)",
+    )
     parser.add_argument("--val-every", type=int, default=500, help="validate and checkpoint every K steps")
     parser.add_argument("--val-limit", type=int, help="validate on the first N pairs only")
     parser.add_argument("--init", type=Path, help="start a fresh run from these weights (.safetensors)")
@@ -181,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             for group in optimizer.param_groups:
                 group["lr"] = schedule.lr(step)
             rain, clean = (torch.from_numpy(a).to(device) for a in sampler.sample(args.batch))
-            loss = train_step(model, optimizer, rain, clean)
+            loss_fn = l2_loss if step < args.l2_warmup else mspfn_loss
+            loss = train_step(model, optimizer, rain, clean, loss_fn)
             running = loss if math.isnan(running) else 0.98 * running + 0.02 * loss
             step += 1
             bar.update(1)

@@ -100,3 +100,16 @@ def test_training_only_ops_are_refused(tiny_onnx: Path) -> None:
     graph.graph.node.append(onnx.helper.make_node("Dropout", ["output"], ["dropped"]))
     with pytest.raises(ExportError, match="training-only"):
         export_module.check_graph(graph)
+
+
+def test_fp16_export_keeps_fp32_io_and_passes_its_psnr_contract(tmp_path: Path, tiny_weights: Path) -> None:
+    out = tmp_path / "fp16.onnx"
+    report = export_onnx(tiny_weights, out, fp16=True)
+    assert export_module.FP16_MIN_PSNR <= report.psnr_db < float("inf")
+    assert metadata(out)["precision"] == "fp16"
+    graph = onnx.load(str(out))
+    float_type = onnx.TensorProto.FLOAT
+    assert graph.graph.input[0].type.tensor_type.elem_type == float_type
+    assert graph.graph.output[0].type.tensor_type.elem_type == float_type
+    fp16_weights = [t for t in graph.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert len(fp16_weights) > 10

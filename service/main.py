@@ -1,0 +1,157 @@
+"""The ASGI app `service.main:app`, built by `create_app`; the model loads in the lifespan, never at import.
+
+Start-up: read and check settings, load and check the model (a bad model stops start-up with a clear
+message), start the batcher, then warm up in the background at the serving tile shape; /readyz turns
+200 when warm-up has run. Shutdown: readiness turns 503 (from SIGTERM on, with `python -m service`),
+in-flight requests drain (uvicorn's graceful timeout), then the batcher stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import numpy as np
+from fastapi import FastAPI
+
+from service.api import install_error_handlers, router
+from service.batcher import Batcher
+from service.engine import Derainer, Lifecycle, ServiceState
+from service.logs import configure_logging
+from service.metrics import Metrics
+from service.middleware import RequestContext
+from service.runtime import CPU, CUDA, ModelError, Runner, load_runner
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RunnerFactory = Callable[[Settings], Runner]
+DESCRIPTION = (
+    "Removes rain streaks from photos with MSPFN (CVPR 2020) on ONNX Runtime. Large images are cut into "
+    "overlapping fixed-size tiles, batched across requests and stitched back seam-free."
+)
+
+
+def load_onnx(settings: Settings) -> Runner:
+    return load_runner(settings.model_path, settings.providers, settings.threads)
+
+
+def create_app(
+    settings: Settings | None = None,
+    runner_factory: RunnerFactory = load_onnx,
+    configure_logs: bool = False,
+) -> FastAPI:
+    """Settings None: read from DERAIN_* at start-up. `runner_factory` lets tests serve a fake model."""
+    state = ServiceState(metrics=Metrics(), lifecycle=Lifecycle(), settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with _serve(state, runner_factory, configure_logs):
+            yield
+
+    app = FastAPI(
+        title="MSPFN deraining service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan
+    )
+    app.state.service = state
+    install_error_handlers(app, state)
+    app.include_router(router)
+    app.add_middleware(RequestContext, metrics=state.metrics)
+    return app
+
+
+@asynccontextmanager
+async def _serve(
+    state: ServiceState, runner_factory: RunnerFactory, configure_logs: bool
+) -> AsyncIterator[None]:
+    settings = state.settings = state.settings or Settings()
+    if configure_logs:
+        configure_logging(settings.log_format, settings.log_level)
+    runner = await asyncio.to_thread(runner_factory, settings)
+    _check_tile(settings, runner)
+    _publish_model(state, settings, runner)
+    batcher = Batcher(
+        runner.run, state.metrics, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queue_tiles
+    )
+    batcher.start()
+    state.derainer = Derainer(
+        batcher,
+        state.metrics,
+        settings.tile_size,
+        settings.tile_overlap,
+        runner.info.pad_multiple,
+        settings.max_pixels,
+    )
+    warm_up = asyncio.create_task(_warm_up(state.lifecycle, runner, batcher, settings), name="derain-warm-up")
+    log.info("serving", extra={"settings": _public(settings)})
+    try:
+        yield
+    finally:
+        state.lifecycle.begin_shutdown()
+        warm_up.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await warm_up
+        await batcher.stop()
+        log.info("stopped")
+
+
+def _check_tile(settings: Settings, runner: Runner) -> None:
+    multiple = runner.info.pad_multiple
+    if settings.tile_size % multiple or settings.tile_overlap > settings.tile_size - multiple:
+        raise ModelError(
+            f"tile size {settings.tile_size} px must be a multiple of the model's pad multiple {multiple}, "
+            f"and the overlap at most {settings.tile_size - multiple} px"
+        )
+
+
+def _publish_model(state: ServiceState, settings: Settings, runner: Runner) -> None:
+    info = runner.info
+    fallback = CUDA in runner.requested_providers and runner.active_provider != CUDA
+    state.metrics.set_model(
+        preset=info.preset,
+        weights_sha256=info.weights_sha256,
+        provider=runner.active_provider,
+        requested=",".join(runner.requested_providers),
+        precision=info.precision,
+        fallback=fallback,
+    )
+    state.model = {
+        "preset": info.preset,
+        "provider": runner.active_provider,
+        "precision": info.precision,
+        "tile_size": str(settings.tile_size),
+    }
+
+
+async def _warm_up(lifecycle: Lifecycle, runner: Runner, batcher: Batcher, settings: Settings) -> None:
+    """Run the serving tile shape once per batch size the GPU will see (cuDNN search, arena), once on CPU."""
+    sizes = [1] if runner.active_provider == CPU else list(range(1, settings.max_batch + 1))
+    tile = settings.tile_size
+    try:
+        for size in sizes:
+            batch = np.full((size, 3, tile, tile), 0.5, np.float32)
+            started = time.perf_counter()
+            output = await asyncio.to_thread(runner.run, batch)
+            seconds = time.perf_counter() - started
+            if output.shape != batch.shape or not np.isfinite(output).all():
+                raise ModelError(f"warm-up output has shape {output.shape} or non-finite values")
+        batcher.seed_throughput(sizes[-1] / max(seconds, 1e-6))
+    except Exception:
+        log.exception("warm-up failed; the service stays not ready")
+        lifecycle.mark_failed()
+        return
+    lifecycle.mark_ready()
+    log.info("ready", extra={"warm_up_batches": sizes, "tile_size": tile})
+
+
+def _public(settings: Settings) -> dict[str, object]:
+    """Settings for the start-up log line, the API key reduced to whether one is set."""
+    values = settings.model_dump(exclude={"api_key"})
+    values["api_key_set"] = settings.api_key is not None
+    return {key: str(value) for key, value in values.items()}
+
+
+app = create_app(configure_logs=True)

@@ -1,0 +1,152 @@
+"""Cut an image into fixed-size overlapping tiles and stitch the model's tiles back, seam-free.
+
+Two pure functions, `split` and `stitch`, joined by a `TileGrid` that says where every tile sits.
+
+Layout: CHW float32 (channels first, one image); tiles are (C, T, T) where T = tile size.
+Every tile has the exact serving shape, so tiles of different requests can share a batch and the
+runtime sees one static shape (one cuDNN search, CUDA graphs / TensorRT friendly):
+- the image is reflect-padded at the bottom/right into a "canvas": up to the next multiple of `align`
+  (the network's `pad_multiple`, as whole-image inference pads), or up to one tile when a side is
+  shorter than a tile. Small images therefore cost one full tile: the price of one static shape;
+- tiles start at multiples of `align`, spread evenly from 0 to `canvas - T`, using the fewest tiles
+  whose neighbours overlap by at least `overlap` px. Aligned starts matter: the network pools by 2, 4
+  and 8, so a tile cut at a multiple of 8 sees the same pooling grid as the whole image does, and its
+  output matches whole-image inference away from the tile's edges.
+
+Blending: where tiles overlap, the later tile is faded in with a raised-cosine ramp over the middle
+half of the overlap. The outer quarter next to each tile's edge (where the network saw zero padding
+instead of real neighbours) gets no weight at all (the chaiNNer approach), and the fade itself is smooth,
+so no seam shows. Stitching is a chain of linear interpolations `old + w * (new - old)`, which returns
+identical inputs bit for bit: split -> stitch of an identity, or of a constant image, is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Where the tiles of one image sit, in canvas pixels (canvas = image, padded up to one tile if smaller).
+
+    Tile k (row-major) has its top-left corner at canvas pixel (tops[k // columns], lefts[k % columns]).
+    """
+
+    image_height: int
+    image_width: int
+    tile_size: int
+    tops: tuple[int, ...]  # canvas row of the top edge of each row of tiles
+    lefts: tuple[int, ...]  # canvas column of the left edge of each column of tiles
+
+    @property
+    def canvas_height(self) -> int:
+        return self.tops[-1] + self.tile_size
+
+    @property
+    def canvas_width(self) -> int:
+        return self.lefts[-1] + self.tile_size
+
+    @property
+    def count(self) -> int:
+        return len(self.tops) * len(self.lefts)
+
+    def tile_corners(self) -> list[tuple[int, int]]:
+        """(top, left) canvas pixel of each tile's top-left corner, in tile order."""
+        return [(top, left) for top in self.tops for left in self.lefts]
+
+
+def tile_starts(length: int, tile_size: int, overlap: int, align: int = 1) -> tuple[int, ...]:
+    """Start of each tile along a side of `length` px: multiples of `align`, evenly spread over the
+    canvas (`length` rounded up to `align`), neighbours overlapping by at least `overlap` px."""
+    if length <= tile_size:
+        return (0,)
+    canvas = -(-length // align) * align
+    units = (canvas - tile_size) // align  # room to spread the tiles over, in steps of `align`
+    step = (tile_size - overlap) // align  # largest gap between neighbours that keeps the overlap
+    gaps = -(-units // step)
+    return tuple(align * ((i * units + gaps // 2) // gaps) for i in range(gaps + 1))
+
+
+def plan_grid(height: int, width: int, tile_size: int, overlap: int, align: int = 1) -> TileGrid:
+    if tile_size % align or not 0 <= overlap <= tile_size - align:
+        raise ValueError(
+            f"tile size {tile_size} must be a multiple of {align}, "
+            f"and overlap {overlap} at most {tile_size - align}"
+        )
+    if height < 1 or width < 1:
+        raise ValueError(f"image size {height}x{width} has an empty side")
+    return TileGrid(
+        image_height=height,
+        image_width=width,
+        tile_size=tile_size,
+        tops=tile_starts(height, tile_size, overlap, align),
+        lefts=tile_starts(width, tile_size, overlap, align),
+    )
+
+
+def split(
+    image: np.ndarray, tile_size: int, overlap: int, align: int = 1
+) -> tuple[list[np.ndarray], TileGrid]:
+    """CHW image -> (C, T, T) tiles in row-major order (views of the canvas, not copies) and their grid."""
+    if image.ndim != 3:
+        raise ValueError(f"expected a CHW image, got shape {image.shape}")
+    _, height, width = image.shape
+    grid = plan_grid(height, width, tile_size, overlap, align)
+    pad_bottom, pad_right = grid.canvas_height - height, grid.canvas_width - width
+    canvas = image
+    if pad_bottom or pad_right:
+        canvas = np.pad(image, ((0, 0), (0, pad_bottom), (0, pad_right)), mode="reflect")
+    tiles = [canvas[:, top : top + tile_size, left : left + tile_size] for top, left in grid.tile_corners()]
+    return tiles, grid
+
+
+def stitch(tiles: Sequence[np.ndarray], grid: TileGrid) -> np.ndarray:
+    """(C, T, T) tiles in `split`'s order -> the CHW float32 image of the grid's size, overlaps feathered."""
+    if len(tiles) != grid.count:
+        raise ValueError(f"grid has {grid.count} tiles, got {len(tiles)}")
+    size = grid.tile_size
+    channels = tiles[0].shape[0]
+    if any(tile.shape != (channels, size, size) for tile in tiles):
+        raise ValueError(f"every tile must have shape ({channels}, {size}, {size})")
+    columns = len(grid.lefts)
+    canvas = np.empty((channels, grid.canvas_height, grid.canvas_width), np.float32)
+    canvas_filled = 0  # canvas rows written so far
+    for row, top in enumerate(grid.tops):
+        band = np.empty((channels, size, grid.canvas_width), np.float32)  # one row of tiles
+        band_filled = 0
+        for column, left in enumerate(grid.lefts):
+            band_filled = _blend_into(band, tiles[row * columns + column], left, band_filled, axis=2)
+        canvas_filled = _blend_into(canvas, band, top, canvas_filled, axis=1)
+    return canvas[:, : grid.image_height, : grid.image_width]
+
+
+def feather_ramp(length: int) -> np.ndarray:
+    """Weight of the incoming tile across an overlap of `length` px: 0 on the first quarter, a raised
+    cosine over the middle half, 1 on the last quarter. Sampled at pixel centres; ramp[i] + ramp[-1-i] = 1."""
+    centres = np.arange(length, dtype=np.float64) + 0.5
+    position = np.clip((centres - length / 4) / (length / 2), 0.0, 1.0)
+    return (0.5 - 0.5 * np.cos(np.pi * position)).astype(np.float32)
+
+
+def _along(axis: int, start: int, stop: int) -> tuple[slice, ...]:
+    index = [slice(None)] * (axis + 1)
+    index[axis] = slice(start, stop)
+    return tuple(index)
+
+
+def _blend_into(target: np.ndarray, part: np.ndarray, start: int, filled: int, axis: int) -> int:
+    """Write `part` into `target` at `start` along `axis`, fading it over what is already there
+    (target is written up to `filled`). Returns the new written extent."""
+    length = part.shape[axis]
+    overlap = max(0, min(filled - start, length))
+    if overlap:
+        shape = [1] * target.ndim
+        shape[axis] = overlap
+        weight = feather_ramp(overlap).reshape(shape)
+        old = target[_along(axis, start, start + overlap)]
+        old += weight * (part[_along(axis, 0, overlap)] - old)  # exact where old == new
+    target[_along(axis, start + overlap, start + length)] = part[_along(axis, overlap, length)]
+    return max(filled, start + length)

@@ -1,0 +1,186 @@
+"""The ONNX Runtime session: the only module that imports onnxruntime.
+
+`load_runner` builds the session with an explicit provider list, checks the model's metadata and its
+input/output contract (refusing anything else with a message that says what is wrong), and reports the
+provider really active. `OnnxRunner.run(batch) -> batch` takes and returns (N, 3, H, W) float32 RGB in
+[0, 1], H and W multiples of `ModelInfo.pad_multiple`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+SUPPORTED_EXPORTERS = {"1"}
+REQUIRED_METADATA = ("preset", "pad_multiple", "value_range", "layout", "weights_sha256", "exporter_version")
+# Tiles have one fixed shape, so the exhaustive cuDNN search runs once per batch size (at warm-up) and
+# pays off for every later call; growing the arena by exactly what is asked avoids power-of-two waste.
+CUDA_OPTIONS = {
+    "cudnn_conv_algo_search": "EXHAUSTIVE",
+    "cudnn_conv_use_max_workspace": "1",
+    "arena_extend_strategy": "kSameAsRequested",
+    "do_copy_in_default_stream": "1",
+}
+
+
+class ModelError(RuntimeError):
+    """The model file cannot be served; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the exporter wrote into the model's metadata."""
+
+    path: Path  # the file really loaded (NAME.opt.onnx on CPU when present)
+    preset: str
+    weights_sha256: str
+    precision: str  # fp32 | fp16
+    pad_multiple: int  # H and W given to `run` must be multiples of this
+    exporter_version: str
+
+
+class Runner(Protocol):
+    """What the service needs from a model: tests substitute fakes with the same shape."""
+
+    info: ModelInfo
+    active_provider: str
+    requested_providers: tuple[str, ...]
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class OnnxRunner:
+    def __init__(self, session: ort.InferenceSession, info: ModelInfo, requested: Sequence[str]) -> None:
+        self._session = session
+        self.info = info
+        self.requested_providers = tuple(requested)
+        self.active_provider = session.get_providers()[0]
+
+    @property
+    def fallback(self) -> bool:
+        """CUDA was asked for, yet the session runs on something else."""
+        return CUDA in self.requested_providers and self.active_provider != CUDA
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 RGB in [0, 1] -> the derained batch, same shape and layout."""
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(f"expected an (N, 3, H, W) batch, got shape {batch.shape}")
+        (output,) = self._session.run(["output"], {"input": np.ascontiguousarray(batch, dtype=np.float32)})
+        return np.asarray(output, dtype=np.float32)
+
+
+def load_runner(model_path: Path, providers: Sequence[str], threads: int = 0) -> OnnxRunner:
+    """Build and check the session. Raises ModelError for a missing, corrupt or non-conforming model."""
+    available = ort.get_available_providers()
+    usable = [name for name in providers if name in available]
+    missing = [name for name in providers if name not in available]
+    if missing:
+        log.warning(
+            "providers not available in this onnxruntime build: %s", missing, extra={"available": available}
+        )
+    if not usable:
+        raise ModelError(f"none of the providers {list(providers)} is available; this build has {available}")
+    path = _pick_file(Path(model_path), usable)
+    try:
+        session = ort.InferenceSession(
+            str(path),
+            _session_options(threads),
+            providers=[(name, _provider_options(name)) for name in usable],
+        )
+    except Exception as error:
+        raise ModelError(f"cannot load model {path}: {str(error).splitlines()[0]}") from error
+    info = check_model(session, path)
+    runner = OnnxRunner(session, info, providers)
+    _report(runner)
+    return runner
+
+
+def _pick_file(path: Path, usable: Sequence[str]) -> Path:
+    """On CPU prefer ORT's pre-optimized graph NAME.opt.onnx (model_export --optimize) when present."""
+    optimized = path.with_suffix(".opt.onnx")
+    if usable[0] == CPU and optimized.is_file() and not path.name.endswith(".opt.onnx"):
+        return optimized
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    return path
+
+
+def _session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Every core this process may use (container CPU sets included); one inference runs at a time.
+    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    options.inter_op_num_threads = 1
+    return options
+
+
+def _provider_options(name: str) -> dict[str, str]:
+    return dict(CUDA_OPTIONS) if name == CUDA else {}
+
+
+def check_model(session: ort.InferenceSession, path: Path) -> ModelInfo:
+    """Refuse a model whose metadata or input/output contract is not what model_export writes."""
+    meta = session.get_modelmeta().custom_metadata_map
+    absent = [key for key in REQUIRED_METADATA if not meta.get(key)]
+    if absent:
+        raise ModelError(f"model {path} lacks metadata {absent}; export it with `python -m model_export`")
+    expected = {"value_range": "0,1", "layout": "NCHW,RGB"}
+    for key, value in expected.items():
+        if meta[key] != value:
+            raise ModelError(f"model {path} has {key}={meta[key]!r}; the service needs {value!r}")
+    if meta["exporter_version"] not in SUPPORTED_EXPORTERS:
+        raise ModelError(
+            f"model {path} comes from exporter version {meta['exporter_version']!r}; "
+            f"this service reads {sorted(SUPPORTED_EXPORTERS)}"
+        )
+    if not meta["pad_multiple"].isdigit() or int(meta["pad_multiple"]) < 1:
+        raise ModelError(
+            f"model {path} has pad_multiple={meta['pad_multiple']!r}; expected a positive integer"
+        )
+    _check_io(session, path)
+    return ModelInfo(
+        path=path,
+        preset=meta["preset"],
+        weights_sha256=meta["weights_sha256"],
+        precision=meta.get("precision", "fp32"),
+        pad_multiple=int(meta["pad_multiple"]),
+        exporter_version=meta["exporter_version"],
+    )
+
+
+def _check_io(session: ort.InferenceSession, path: Path) -> None:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    names = ([i.name for i in inputs], [o.name for o in outputs])
+    if names != (["input"], ["output"]):
+        raise ModelError(f"model {path} has inputs/outputs {names}; expected ['input'] / ['output']")
+    for tensor in (inputs[0], outputs[0]):
+        shape = tensor.shape
+        if tensor.type != "tensor(float)" or len(shape) != 4 or shape[1] != 3:
+            raise ModelError(
+                f"model {path}: {tensor.name} is {tensor.type} {shape}; expected float32 (N, 3, H, W)"
+            )
+
+
+def _report(runner: OnnxRunner) -> None:
+    info = runner.info
+    fields = {"provider": runner.active_provider, "model": str(info.path), "preset": info.preset}
+    if runner.fallback:
+        log.error(
+            "CUDA was requested but the model runs on %s: check the GPU, the driver and onnxruntime-gpu",
+            runner.active_provider,
+            extra=fields,
+        )
+    else:
+        log.info("model loaded on %s", runner.active_provider, extra=fields)

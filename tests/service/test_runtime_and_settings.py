@@ -1,0 +1,133 @@
+"""The ONNX Runtime wrapper (model checks, provider report, run) and the settings' validation."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from pydantic import ValidationError
+
+from service.runtime import CPU, CUDA, ModelError, load_runner
+from service.settings import DEFAULT_TILE_SIZE, Settings
+
+
+def test_loads_the_tiny_model_and_reads_its_metadata(tiny_onnx: Path) -> None:
+    runner = load_runner(tiny_onnx, [CPU], threads=1)
+    assert runner.info.preset == "tiny" and runner.info.pad_multiple == 8 and runner.info.precision == "fp32"
+    assert len(runner.info.weights_sha256) == 64
+    assert runner.active_provider == CPU and not runner.fallback
+
+
+def test_run_derains_a_batch_consistently(tiny_onnx: Path) -> None:
+    runner = load_runner(tiny_onnx, [CPU], threads=1)
+    batch = np.random.default_rng(0).random((2, 3, 32, 48), dtype=np.float32)
+    output = runner.run(batch)
+    assert output.shape == batch.shape and output.dtype == np.float32
+    assert np.abs(output - batch).mean() > 1e-3  # the tiny model is not the identity
+    assert np.allclose(output[1], runner.run(batch[1:])[0], atol=1e-5)  # batching changes nothing
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        runner.run(batch[:, :1])
+
+
+def test_cpu_prefers_the_optimized_sibling(tiny_onnx: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "m.onnx"
+    shutil.copy(tiny_onnx, plain)
+    shutil.copy(tiny_onnx, tmp_path / "m.opt.onnx")
+    assert load_runner(plain, [CPU], threads=1).info.path.name == "m.opt.onnx"
+
+
+@pytest.mark.skipif(CUDA in ort.get_available_providers(), reason="this onnxruntime build has CUDA")
+def test_cuda_requested_without_cuda_falls_back_to_cpu_loudly(
+    tiny_onnx: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="service.runtime")
+    runner = load_runner(tiny_onnx, [CUDA, CPU], threads=1)
+    assert runner.active_provider == CPU and runner.fallback
+    assert any("CUDA was requested" in record.getMessage() for record in caplog.records)
+
+
+def test_refuses_when_no_requested_provider_exists(tiny_onnx: Path) -> None:
+    with pytest.raises(ModelError, match="none of the providers"):
+        load_runner(tiny_onnx, ["NoSuchExecutionProvider"])
+
+
+def _variant(source: Path, target: Path, metadata: dict[str, str | None], input_name: str = "input") -> Path:
+    model = onnx.load(str(source))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({k: v for k, v in metadata.items() if v is not None})
+    for key in [k for k, v in metadata.items() if v is None]:
+        props.pop(key)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    if input_name != "input":
+        for node in model.graph.node:
+            node.input[:] = [input_name if name == "input" else name for name in node.input]
+        model.graph.input[0].name = input_name
+    onnx.save(model, str(target))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"value_range": "-1,1"}, "value_range='-1,1'; the service needs '0,1'"),
+        ({"layout": "NCHW,BGR"}, "layout='NCHW,BGR'; the service needs 'NCHW,RGB'"),
+        ({"pad_multiple": None}, r"lacks metadata \['pad_multiple'\]"),
+        ({"exporter_version": "99"}, "exporter version '99'"),
+        ({"pad_multiple": "eight"}, "pad_multiple='eight'"),
+    ],
+)
+def test_refuses_models_with_wrong_metadata(
+    tiny_onnx: Path, tmp_path: Path, change: dict[str, str | None], message: str
+) -> None:
+    with pytest.raises(ModelError, match=message):
+        load_runner(_variant(tiny_onnx, tmp_path / "bad.onnx", change), [CPU])
+
+
+def test_refuses_wrong_input_names_and_corrupt_files(tiny_onnx: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"inputs/outputs \(\['image'\], \['output'\]\)"):
+        load_runner(_variant(tiny_onnx, tmp_path / "renamed.onnx", {}, input_name="image"), [CPU])
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x01garbage" * 100)
+    with pytest.raises(ModelError, match="cannot load model"):
+        load_runner(corrupt, [CPU])
+
+
+def test_settings_defaults_and_environment(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DERAIN_MODEL_PATH", str(tiny_onnx))
+    monkeypatch.setenv("DERAIN_PROVIDERS", " CPUExecutionProvider , CPUExecutionProvider")
+    monkeypatch.setenv("DERAIN_API_KEY", "s3cret")
+    settings = Settings()
+    assert settings.providers == (CPU,)
+    assert settings.tile_size == DEFAULT_TILE_SIZE == 256 and settings.tile_overlap == 32
+    assert (settings.max_batch, settings.max_wait_ms, settings.max_queue_tiles) == (4, 5.0, 256)
+    assert (settings.request_timeout_s, settings.max_pixels, settings.drain_timeout_s) == (
+        120,
+        40_000_000,
+        30,
+    )
+    assert settings.max_upload_bytes == 50 * 1024 * 1024
+    assert settings.api_key is not None and "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tile_size": 100}, "not a multiple of 8"),
+        ({"tile_size": 64, "tile_overlap": 60}, "must be at most the tile size minus 8"),
+        ({"model_path": "missing/model.onnx"}, "model file missing/model.onnx does not exist"),
+        ({"providers": "cuda"}, "are not ONNX Runtime provider names"),
+        ({"providers": " , "}, "name at least one ONNX Runtime provider"),
+        ({"max_batch": 8, "max_queue_tiles": 4}, "must be at least max batch"),
+        ({"log_format": "xml"}, "json"),
+        ({"port": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_settings_refuse_invalid_values(tiny_onnx: Path, overrides: dict[str, object], message: str) -> None:
+    values: dict[str, object] = {"model_path": tiny_onnx, **overrides}
+    with pytest.raises(ValidationError, match=message):
+        Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,96 @@
+"""python -m benchmarks [--sections engine,roofline,tiling,batching,overhead,memory,gpu] [--quick]
+
+Writes benchmarks/results/<machine>.json and benchmarks/results/<machine>.md (the README quotes the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks import engine, report
+
+SECTIONS = ("engine", "roofline", "tiling", "batching", "overhead", "memory", "gpu")
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, object]:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "name": f"{platform.machine()}-{os.cpu_count()}cpu",
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=Path("models/mspfn-lite.onnx"))
+    parser.add_argument("--weights", type=Path, default=Path("weights/mspfn-lite.safetensors"))
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes (smoke run)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    sections = [s for s in args.sections.split(",") if s]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {sorted(unknown)}")
+    results: dict[str, object] = {"machine": machine()}
+    repeats = 2 if args.quick else 5
+
+    from benchmarks import service_bench
+
+    if "engine" in sections or "roofline" in sections:
+        sizes = [256] if args.quick else [256, 512, 1024]
+        rows = engine.engine_comparison(args.model, args.weights, sizes, [1, 4], repeats)
+        results["engine"] = rows
+        print(report.table(rows), file=sys.stderr)
+    if "roofline" in sections:
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(args.model)).metadata_props}
+        engine_rows = results["engine"]
+        assert isinstance(engine_rows, list)
+        best = max(row["ort_mp_s"] for row in engine_rows)
+        results["roofline"] = engine.roofline(
+            float(meta["macs_per_pixel"]), float(best), engine.gemm_gflops()
+        )
+    if "tiling" in sections:
+        tiles = [128, 256] if args.quick else [128, 192, 256, 384, 512]
+        results["tiling"] = engine.tile_sweep(args.model, tiles, 32, 4, repeats)
+    for name in ("batching", "overhead", "memory"):
+        if name in sections:
+            results[name] = getattr(service_bench, name)(args.model, quick=args.quick)
+    if "gpu" in sections:
+        from benchmarks import gpu
+
+        results["gpu"] = gpu.run(args.model, quick=args.quick)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = results["machine"]["name"]  # type: ignore[index]
+    (args.out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(report.markdown(results))
+    print(report.markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""HTTP-level measurements against a real `python -m service` process on loopback.
+
+batching: throughput and latency at several concurrencies, batching on (defaults) and off (MAX_BATCH=1).
+overhead: end-to-end HTTP time for a 1 MP and a 12 MP photo vs the engine time for the same tiles.
+memory: the service's RSS at idle and its peak while it processes a 24 MP upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "RealSIRR147"
+READY_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_service(model: Path, **settings: str) -> Iterator[tuple[str, int]]:
+    """Start the service on a free loopback port; yields (base URL, pid); always stops it."""
+    port = free_port()
+    env = {**os.environ, "DERAIN_MODEL_PATH": str(model), "DERAIN_PROVIDERS": "CPUExecutionProvider"}
+    env.update({f"DERAIN_{k.upper()}": v for k, v in settings.items()})
+    env["DERAIN_LOG_LEVEL"] = "WARNING"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)], env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"service exited with {process.returncode}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("service did not become ready")
+        yield url, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def photo(megapixels: float) -> bytes:
+    """A real rainy photo resized to about `megapixels` MP, as a high-quality JPEG."""
+    source = max(REAL.glob("*.jpg"), key=lambda p: p.stat().st_size)
+    with Image.open(source) as image:
+        rgb = image.convert("RGB")
+        scale = (megapixels * 1e6 / (rgb.width * rgb.height)) ** 0.5
+        resized = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    resized.save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def crop_png(size: int) -> bytes:
+    source = max(REAL.glob("*.jpg"), key=lambda p: p.stat().st_size)
+    with Image.open(source) as image:
+        tile = image.convert("RGB").crop((0, 0, size, size))
+    buffer = io.BytesIO()
+    tile.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+async def _load(url: str, body: bytes, concurrency: int, requests: int) -> dict[str, float]:
+    latencies: list[float] = []
+    statuses: list[int] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(requests):
+        queue.put_nowait(index)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            queue.get_nowait()
+            started = time.perf_counter()
+            response = await client.post(f"{url}/derain", content=body, headers={"Content-Type": "image/png"})
+            latencies.append(time.perf_counter() - started)
+            statuses.append(response.status_code)
+
+    async with httpx.AsyncClient(timeout=300) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    return {
+        "requests": requests,
+        "ok": statuses.count(200),
+        "requests_per_s": round(requests / elapsed, 3),
+        "p50_s": round(quantiles[49], 3),
+        "p95_s": round(quantiles[94], 3),
+    }
+
+
+def batching(model: Path, quick: bool = False) -> list[dict[str, object]]:
+    """One-tile requests (256x256), so only cross-request batching can fill a batch."""
+    body = crop_png(256)
+    rows: list[dict[str, object]] = []
+    for label, max_batch in (("on", "4"), ("off", "1")):
+        with running_service(model, max_batch=max_batch) as (url, _):
+            for concurrency in (1, 4) if quick else (1, 4, 16):
+                requests = max(8, 4 * concurrency) if not quick else 8
+                result = asyncio.run(_load(url, body, concurrency, requests))
+                rows.append(
+                    {"batching": label, "max_batch": int(max_batch), "concurrency": concurrency, **result}
+                )
+    return rows
+
+
+def _engine_seconds(model: Path, tiles: int, tile: int, batch: int) -> float:
+    from benchmarks.engine import ort_session
+
+    session = ort_session(model, os.cpu_count() or 1)
+    data = np.random.default_rng(0).random((batch, 3, tile, tile), dtype=np.float32)
+    session.run(["output"], {"input": data})  # warm-up
+    started = time.perf_counter()
+    remaining = tiles
+    while remaining > 0:
+        session.run(["output"], {"input": data[: min(batch, remaining)]})
+        remaining -= batch
+    return time.perf_counter() - started
+
+
+def overhead(model: Path, quick: bool = False) -> list[dict[str, object]]:
+    from service.settings import Settings
+
+    settings = Settings(model_path=model)
+    rows: list[dict[str, object]] = []
+    with running_service(model) as (url, _):
+        for megapixels in (1.0,) if quick else (1.0, 12.0):
+            body = photo(megapixels)
+            started = time.perf_counter()
+            response = httpx.post(
+                f"{url}/derain", content=body, headers={"Content-Type": "image/jpeg"}, timeout=600
+            )
+            http_s = time.perf_counter() - started
+            response.raise_for_status()
+            tiles = int(response.headers["X-Derain-Tiles"])
+            engine_s = _engine_seconds(model, tiles, settings.tile_size, settings.max_batch)
+            rows.append(
+                {
+                    "megapixels": megapixels,
+                    "tiles": tiles,
+                    "http_s": round(http_s, 2),
+                    "engine_s": round(engine_s, 2),
+                    "ratio": round(http_s / engine_s, 3),
+                }
+            )
+    return rows
+
+
+def memory(model: Path, quick: bool = False) -> dict[str, object]:
+    megapixels = 4.0 if quick else 24.0
+    body = photo(megapixels)
+    with running_service(model) as (url, pid):
+        idle_mib = rss_kib(pid, "VmRSS") / 1024
+        response = httpx.post(
+            f"{url}/derain", content=body, headers={"Content-Type": "image/jpeg"}, timeout=900
+        )
+        response.raise_for_status()
+        peak_mib = rss_kib(pid, "VmHWM") / 1024
+    return {
+        "upload_megapixels": megapixels,
+        "idle_rss_mib": round(idle_mib, 1),
+        "peak_rss_mib": round(peak_mib, 1),
+    }

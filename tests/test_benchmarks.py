@@ -1,0 +1,37 @@
+"""The benchmark harness runs end to end on a tiny model (figures themselves are not asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import engine, report
+from benchmarks.__main__ import main
+
+
+def test_tile_inflation_counts_the_service_grid() -> None:
+    # 512x512 with 256 tiles and 32 overlap: 3 x 3 tiles of 256^2 cover 512^2 -> 9 * 65536 / 262144.
+    assert engine.tile_inflation(512, 512, 256, 32) == pytest.approx(9 * 256**2 / 512**2)
+    assert engine.tile_inflation(256, 256, 256, 32) == pytest.approx(1.0)
+
+
+def test_roofline_arithmetic() -> None:
+    row = engine.roofline(macs_per_pixel=250_000, megapixels_per_second=0.2, peak_gflops=200.0)
+    assert row["achieved_gflops"] == pytest.approx(100.0)
+    assert row["fraction_of_peak"] == pytest.approx(0.5)
+
+
+def test_harness_writes_json_and_markdown(tiny_onnx: Path, tiny_weights: Path, tmp_path: Path) -> None:
+    argv = ["--model", str(tiny_onnx), "--weights", str(tiny_weights), "--quick", "--out", str(tmp_path)]
+    assert main([*argv, "--sections", "engine,roofline,tiling"]) == 0
+    (result,) = tmp_path.glob("*.json")
+    data = json.loads(result.read_text())
+    assert {row["size"] for row in data["engine"]} == {256}
+    assert all(row["speedup"] > 0 and row["ort_mp_s"] > 0 for row in data["engine"])
+    assert data["roofline"]["fraction_of_peak"] > 0
+    assert [row["tile"] for row in data["tiling"]] == [128, 256]
+    markdown = result.with_suffix(".md").read_text()
+    assert "| size | batch | ort_ms |" in markdown
+    assert report.table([]) == ""

@@ -127,7 +127,7 @@ def _metadata(model: MSPFN, preset: str, weights: Path, opset: int, fp16: bool) 
         "value_range": "0,1",
         "layout": "NCHW,RGB",
         "weights_sha256": file_sha256(weights),
-        "macs_per_pixel": str(round(macs_per_pixel(model, 64, 64))),
+        "macs_per_pixel": str(round(macs_per_pixel(model))),  # at a 256x256 tile
         "exporter_version": EXPORTER_VERSION,
         "opset": str(opset),
         "precision": "fp16" if fp16 else "fp32",

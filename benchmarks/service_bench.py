@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "RealSIRR147"
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "RealSIRR147" / "rain"
 READY_TIMEOUT_S = 120.0
 
 

@@ -7,6 +7,7 @@ Every error answers JSON {"detail": "<one line>"}; nothing internal (paths, exce
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 from typing import Annotated, Any, Literal
@@ -17,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from service import errors
-from service.engine import Derainer, ServiceState
+from service.engine import LOADING_RETRY_AFTER_S, Derainer, ServiceState
 from service.metrics import CONTENT_TYPE
 from service.page import PAGE
 from service.pipeline import OutputFormat
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 ERROR_STATUS: dict[type[errors.DerainError], int] = {
     errors.BadImage: 400,
     errors.Unauthorized: 401,
+    errors.UploadTimeout: 408,
     errors.TooLarge: 413,
     errors.UnsupportedMedia: 415,
     errors.Overloaded: 429,
@@ -38,6 +40,7 @@ ERROR_STATUS: dict[type[errors.DerainError], int] = {
     errors.RequestTimeout: 504,
 }
 FormatParam = Literal["png", "jpeg", "jpg", "webp"]
+BEARER = "bearerAuth"  # the OpenAPI security scheme of the API key
 
 
 class ErrorBody(BaseModel):
@@ -63,18 +66,24 @@ def get_derainer(state: StateDep) -> Derainer:
     """The request pipeline, once the model is loaded and warmed up (NotReady / ShuttingDown before)."""
     state.lifecycle.check_ready()
     if state.derainer is None:
-        raise errors.NotReady("the model is still loading; retry shortly")
+        raise errors.NotReady("the model is still loading; retry shortly", LOADING_RETRY_AFTER_S)
     return state.derainer
 
 
 def require_api_key(request: Request, state: StateDep) -> None:
-    """With DERAIN_API_KEY set: `Authorization: Bearer <key>`, compared in constant time."""
+    """With DERAIN_API_KEY set: `Authorization: Bearer <key>`, compared in constant time.
+
+    Both sides are hashed first, so the comparison takes the same time whatever the key's length and
+    however much of it a guess gets right. Neither the key nor the presented token is ever logged.
+    """
     key = state.settings.api_key if state.settings else None
     if key is None:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    expected = key.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+    presented = hashlib.sha256(token.strip().encode()).digest()
+    expected = hashlib.sha256(key.get_secret_value().encode()).digest()
+    valid = hmac.compare_digest(presented, expected)
+    if scheme.lower() != "bearer" or not valid:
         raise errors.Unauthorized("missing or invalid API key; send 'Authorization: Bearer <key>'")
 
 
@@ -122,6 +131,7 @@ DERAIN_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     400: {**_ERROR, "description": "empty, truncated or undecodable image; malformed multipart"},
     401: {**_ERROR, "description": "API key configured and missing or wrong"},
+    408: {**_ERROR, "description": "the upload did not arrive within DERAIN_REQUEST_TIMEOUT_S"},
     413: {**_ERROR, "description": "upload bytes or pixels above the limits"},
     415: {**_ERROR, "description": "content type or image format not accepted (GIF, SVG, PDF, ...)"},
     422: {**_ERROR, "description": "invalid query parameter"},
@@ -131,7 +141,12 @@ DERAIN_RESPONSES: dict[int | str, dict[str, Any]] = {
         "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
     },
     500: {**_ERROR, "description": "inference failed for this request's batch"},
-    503: {**_ERROR, "description": "model not ready yet, or shutting down"},
+    503: {
+        **_ERROR,
+        "description": "model not ready yet, shutting down, or too many open connections; "
+        "Retry-After when retrying soon can succeed",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+    },
     504: {**_ERROR, "description": "not finished within DERAIN_REQUEST_TIMEOUT_S"},
 }
 
@@ -160,12 +175,17 @@ async def derain(
     assert state.settings is not None  # ready implies loaded settings
     settings = state.settings
     output: OutputFormat | None = "jpeg" if fmt == "jpg" else fmt
+    data: bytes | None = None
     state.metrics.inflight.inc()
     try:
         async with asyncio.timeout(settings.request_timeout_s):
             data = await read_image(request, settings.max_upload_bytes)
             result = await derainer.derain(data, output, quality, request.is_disconnected)
     except TimeoutError:
+        if data is None:  # still uploading: the client is slow or stalled, not the service
+            raise errors.UploadTimeout(
+                f"the upload did not arrive within {settings.request_timeout_s:g} s"
+            ) from None
         raise errors.RequestTimeout(
             f"request did not finish within {settings.request_timeout_s:g} s; its tiles were dropped"
         ) from None
@@ -175,7 +195,11 @@ async def derain(
     return Response(result.content, media_type=result.media_type, headers=headers)
 
 
-@router.get("/healthz", summary="Liveness: 200 while the process runs (503 if warm-up failed)")
+@router.get(
+    "/healthz",
+    summary="Liveness: 200 while the process runs (503 if warm-up failed)",
+    responses={503: {**_ERROR, "description": "warm-up failed: restart the process"}},
+)
 def healthz(state: StateDep) -> JSONResponse:
     if state.lifecycle.state == "failed":
         return JSONResponse({"detail": "warm-up failed"}, status_code=503)
@@ -205,6 +229,23 @@ def page() -> HTMLResponse:
     return HTMLResponse(PAGE)
 
 
+def document_api_key(app: FastAPI, state: ServiceState) -> None:
+    """With DERAIN_API_KEY set, the OpenAPI description says that POST /derain needs the bearer key."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()  # FastAPI's own; it caches this very dict on the app
+        if state.settings is not None and state.settings.api_key is not None:
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes[BEARER] = {"type": "http", "scheme": "bearer", "description": "DERAIN_API_KEY"}
+            schema["paths"]["/derain"]["post"]["security"] = [{BEARER: []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI, state: ServiceState) -> None:
     """The one error table in action, plus one-line bodies for invalid parameters and unknown failures."""
 
@@ -213,10 +254,12 @@ def install_error_handlers(app: FastAPI, state: ServiceState) -> None:
         status = status_of(error)
         state.metrics.rejections.labels(reason=error.reason).inc()
         headers: dict[str, str] = {}
-        if isinstance(error, errors.Overloaded):
+        if error.retry_after_s is not None:
             headers["Retry-After"] = str(error.retry_after_s)
         if isinstance(error, errors.Unauthorized):
             headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(error, errors.UploadTimeout):  # the rest of a stalled upload is not awaited
+            headers["Connection"] = "close"
         log.log(
             logging.WARNING if status >= 500 else logging.INFO, "refused: %s", error, extra={"status": status}
         )

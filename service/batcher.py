@@ -89,7 +89,9 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="derain-batcher")
 
     async def stop(self) -> None:
-        """Refuse new work, stop the loop and fail whatever is still queued."""
+        """Refuse new work, stop the loop and fail whatever is still queued or running (idempotent)."""
+        if self._closed:
+            return
         self._closed = True
         leftovers = [*self._running, *self._items]
         self._items.clear()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal, TypeVar
@@ -36,13 +37,31 @@ from service.settings import Settings
 
 T = TypeVar("T")
 State = Literal["starting", "ready", "draining", "failed"]
+LOADING_RETRY_AFTER_S = 5  # s a client is told to wait while the model loads and warms up
 
 
 class Lifecycle:
-    """starting -> ready (model loaded and warmed up) -> draining (shutdown began); or starting -> failed."""
+    """starting -> ready (model loaded and warmed up) -> draining (shutdown began); or starting -> failed.
+
+    Also counts the /derain requests in flight, which a graceful shutdown waits for, and holds what
+    to do with the work still queued when that wait times out.
+    """
 
     def __init__(self) -> None:
         self.state: State = "starting"
+        self.inflight = 0
+        self._stop_work: Callable[[], Awaitable[None]] | None = None
+
+    def on_abandon(self, stop_work: Callable[[], Awaitable[None]]) -> None:
+        """Register how to stop the batcher (its queued and running tiles fail with ShuttingDown)."""
+        self._stop_work = stop_work
+
+    async def abandon(self) -> None:
+        """The drain timed out: requests still waiting for tiles get 503 + Retry-After, not a cut
+        connection."""
+        self.begin_shutdown()
+        if self._stop_work is not None:
+            await self._stop_work()
 
     def mark_ready(self) -> None:
         if self.state == "starting":
@@ -62,7 +81,16 @@ class Lifecycle:
         if self.state == "failed":
             raise NotReady("the model failed its warm-up; see the service logs")
         if self.state == "starting":
-            raise NotReady("the model is still loading; retry shortly")
+            raise NotReady("the model is still loading; retry shortly", LOADING_RETRY_AFTER_S)
+
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count one request as in flight for as long as the block runs."""
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
 
 
 @dataclass(frozen=True)
@@ -139,3 +167,4 @@ class ServiceState:
     settings: Settings | None = None  # None until the lifespan has read and checked them
     derainer: Derainer | None = None
     model: dict[str, str] | None = None  # preset, provider, ... for /readyz
+    startup_error: str | None = None  # why the model could not be served, for `python -m service`

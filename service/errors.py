@@ -11,6 +11,7 @@ class DerainError(Exception):
     """Base class; str(error) is safe to send to the client."""
 
     reason = "error"
+    retry_after_s: int | None = None  # sent as Retry-After when set: the refusal is temporary
 
 
 class BadImage(DerainError):
@@ -48,15 +49,28 @@ class Overloaded(DerainError):
 
 
 class NotReady(DerainError):
-    """The model is not loaded and warmed up yet."""
+    """The model is not loaded and warmed up yet (Retry-After when it is expected to be soon)."""
 
     reason = "not_ready"
 
+    def __init__(self, message: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
 
 class ShuttingDown(NotReady):
-    """Shutdown has begun: in-flight requests drain, new ones are refused."""
+    """Shutdown has begun: in-flight requests drain, new ones are refused (another replica can answer)."""
 
     reason = "shutting_down"
+
+    def __init__(self, message: str, retry_after_s: int | None = 1) -> None:
+        super().__init__(message, retry_after_s)
+
+
+class UploadTimeout(DerainError):
+    """The upload itself did not arrive within DERAIN_REQUEST_TIMEOUT_S (a slow or stalled client)."""
+
+    reason = "upload_timeout"
 
 
 class RequestTimeout(DerainError):

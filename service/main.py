@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 import numpy as np
 from fastapi import FastAPI
 
-from service.api import install_error_handlers, router
+from service.api import document_api_key, install_error_handlers, router
 from service.batcher import Batcher
 from service.engine import Derainer, Lifecycle, ServiceState
 from service.logs import configure_logging
@@ -58,8 +58,9 @@ def create_app(
     )
     app.state.service = state
     install_error_handlers(app, state)
+    document_api_key(app, state)
     app.include_router(router)
-    app.add_middleware(RequestContext, metrics=state.metrics)
+    app.add_middleware(RequestContext, metrics=state.metrics, lifecycle=state.lifecycle)
     return app
 
 
@@ -70,13 +71,19 @@ async def _serve(
     settings = state.settings = state.settings or Settings()
     if configure_logs:
         configure_logging(settings.log_format, settings.log_level)
-    runner = await asyncio.to_thread(runner_factory, settings)
-    _check_tile(settings, runner)
+    try:
+        runner = await asyncio.to_thread(runner_factory, settings)
+        _check_tile(settings, runner)
+    except ModelError as error:  # an expected refusal: one clear line, then start-up stops
+        state.startup_error = str(error)
+        log.error("cannot serve the model: %s", error)
+        raise
     _publish_model(state, settings, runner)
     batcher = Batcher(
         runner.run, state.metrics, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queue_tiles
     )
     batcher.start()
+    state.lifecycle.on_abandon(batcher.stop)
     state.derainer = Derainer(
         batcher,
         state.metrics,

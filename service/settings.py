@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=50 * MiB, ge=1024)
     # decoded width x height, read from the header before decoding (413 above): ~30 bytes of RAM per pixel.
     max_pixels: int = Field(default=40_000_000, ge=1)
+    # bytes of request line + headers (431 above, before the app runs): bounds memory per connection.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=MiB)
+    # HTTP connections open at once, idle keep-alive ones included (503 + Retry-After above): with
+    # max_upload_bytes it bounds the memory uploads can take; too low refuses bursts a queue could absorb.
+    max_connections: int = Field(default=64, ge=1, le=100_000)
     # when set, POST /derain needs `Authorization: Bearer <key>`; health and metrics stay open.
     api_key: SecretStr | None = None
     # log lines as one JSON object each (for collectors) or plain text (for people).

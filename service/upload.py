@@ -7,17 +7,31 @@ in memory: the image never touches the disk and other fields are discarded.
 
 from __future__ import annotations
 
+import re
+
 from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
-from service.errors import BadImage, TooLarge, UnsupportedMedia
+from service.errors import BadImage, ClientDisconnected, TooLarge, UnsupportedMedia
 
 FIELD = "image"
 MULTIPART_OVERHEAD = 64 * 1024  # bytes of multipart framing and small extra fields allowed on top
+# A content type is echoed in an error only when it is a plain `type/subtype` token: nothing else a
+# client sends is ever reflected back.
+_MEDIA_TOKEN = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
 
 
 async def read_image(request: Request, max_bytes: int) -> bytes:
+    """The image bytes; raises BadImage, TooLarge, UnsupportedMedia, or ClientDisconnected mid-upload."""
+    try:
+        return await _read(request, max_bytes)
+    except ClientDisconnect:
+        raise ClientDisconnected("client disconnected during the upload") from None
+
+
+async def _read(request: Request, max_bytes: int) -> bytes:
     media_type, options = parse_options_header(request.headers.get("content-type", ""))
     media = media_type.decode("latin-1").lower()
     if media == "multipart/form-data":
@@ -26,8 +40,9 @@ async def read_image(request: Request, max_bytes: int) -> bytes:
             raise BadImage("multipart body without a boundary")
         return await _read_multipart(request, boundary, max_bytes)
     if media and not (media.startswith("image/") or media == "application/octet-stream"):
+        named = f"content type {media}" if _MEDIA_TOKEN.fullmatch(media) else "this content type"
         raise UnsupportedMedia(
-            f"content type {media} is not accepted; send multipart field '{FIELD}' "
+            f"{named} is not accepted; send multipart field '{FIELD}' "
             "or the raw image with an image/* or application/octet-stream content type"
         )
     _check_declared_length(request, max_bytes)

@@ -82,7 +82,9 @@ def _pillow(samples: np.ndarray, fmt: OutputFormat, quality: int, icc: bytes | N
     elif fmt == "jpeg":
         image.save(buffer, "JPEG", quality=quality, icc_profile=icc)
     else:
-        image.save(buffer, "WEBP", quality=quality, lossless=quality == 100, icc_profile=icc or "")
+        # Lossless keeps the colour under fully transparent pixels too (libwebp drops it by default).
+        lossless = quality == 100
+        image.save(buffer, "WEBP", quality=quality, lossless=lossless, exact=lossless, icc_profile=icc or "")
     return buffer.getvalue()
 
 

@@ -163,12 +163,14 @@ def test_503_before_ready_and_while_shutting_down(
     with serve(make_settings(), fake_runner, ready=False) as client:
         response = client.post("/derain", content=PNG)
         assert_error(response, 503, "the model is still loading; retry shortly", "not_ready", client)
+        assert response.headers["retry-after"] == "5"
         fake_runner.gate.set()
         wait_until(lambda: client.get("/readyz").status_code == 200)
         client.app.state.service.lifecycle.begin_shutdown()  # type: ignore[attr-defined]
         response = client.post("/derain", content=PNG)
         detail = "the service is shutting down; retry elsewhere"
         assert_error(response, 503, detail, "shutting_down", client)
+        assert response.headers["retry-after"] == "1"
 
 
 def test_504_timeout_drops_the_queued_tiles(make_settings: SettingsFactory, fake_runner: FakeRunner) -> None:

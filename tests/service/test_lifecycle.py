@@ -59,6 +59,8 @@ def test_a_failed_warm_up_keeps_the_service_unready(
         assert client.get("/readyz").json() == {
             "detail": "the model failed its warm-up; see the service logs"
         }
+        refused = client.post("/derain", content=PNG)
+        assert refused.status_code == 503 and "retry-after" not in refused.headers  # it will not recover
 
 
 def test_a_bad_model_stops_start_up(make_settings: SettingsFactory, tmp_path: Path) -> None:
@@ -182,6 +184,7 @@ def test_openapi_documents_bodies_parameters_headers_and_errors(
         "200",
         "400",
         "401",
+        "408",
         "413",
         "415",
         "422",
@@ -197,6 +200,7 @@ def test_openapi_documents_bodies_parameters_headers_and_errors(
     }
     assert set(operation["responses"]["200"]["content"]) == {"image/png", "image/jpeg", "image/webp"}
     assert "Retry-After" in operation["responses"]["429"]["headers"]
+    assert "Retry-After" in operation["responses"]["503"]["headers"]
 
 
 def test_json_logs_carry_the_request_id() -> None:

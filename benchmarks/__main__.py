@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmarks import engine, report
 
-SECTIONS = ("engine", "roofline", "tiling", "batching", "overhead", "memory", "gpu")
+SECTIONS = ("engine", "roofline", "options", "tiling", "batching", "overhead", "memory", "gpu")
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         results["roofline"] = engine.roofline(
             float(meta["macs_per_pixel"]), float(best), engine.gemm_gflops()
         )
+    if "options" in sections:
+        results["options"] = engine.session_options_sweep(args.model, 256, 4, repeats)
     if "tiling" in sections:
         tiles = [128, 256] if args.quick else [128, 192, 256, 384, 512]
         results["tiling"] = engine.tile_sweep(args.model, tiles, 32, 4, repeats)

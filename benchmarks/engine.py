@@ -121,3 +121,52 @@ def tile_sweep(
             }
         )
     return rows
+
+
+def session_options_sweep(onnx_path: Path, tile: int, batch: int, repeats: int) -> list[dict[str, object]]:
+    """Which ONNX Runtime CPU settings pay, at the serving tile shape (relative to the service's own)."""
+    import onnxruntime as ort
+
+    cores = os.cpu_count() or 1
+    level = ort.GraphOptimizationLevel
+
+    def configure(
+        opt: ort.GraphOptimizationLevel = level.ORT_ENABLE_ALL,
+        threads: int = cores,
+        mem_pattern: bool = True,
+        arena: bool = True,
+    ) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = opt
+        options.intra_op_num_threads = threads
+        options.enable_mem_pattern = mem_pattern
+        options.enable_cpu_mem_arena = arena
+        return options
+
+    variants = {
+        "service (all optimizations incl. NCHWc layout, all cores)": (onnx_path, configure()),
+        "extended optimizations only (no NCHWc layout)": (onnx_path, configure(level.ORT_ENABLE_EXTENDED)),
+        "basic optimizations only": (onnx_path, configure(level.ORT_ENABLE_BASIC)),
+        "1 thread": (onnx_path, configure(threads=1)),
+        "no memory pattern": (onnx_path, configure(mem_pattern=False)),
+        "no CPU arena": (onnx_path, configure(arena=False)),
+    }
+    int8 = onnx_path.with_name(onnx_path.stem + "-int8.onnx")
+    if int8.exists():
+        variants["int8 static quantization (QDQ)"] = (int8, configure())
+    image = np.random.default_rng(0).random((batch, 3, tile, tile), dtype=np.float32)
+    rows: list[dict[str, object]] = []
+    for name, (path, options) in variants.items():
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        seconds = median_seconds(lambda session=session: session.run(["output"], {"input": image}), repeats)
+        rows.append(
+            {
+                "variant": name,
+                "ms": round(seconds * 1e3, 1),
+                "mp_s": round(batch * tile * tile / 1e6 / seconds, 4),
+            }
+        )
+    base = float(rows[0]["mp_s"])  # type: ignore[arg-type]
+    for row in rows:
+        row["vs_service"] = round(float(row["mp_s"]) / base, 3)  # type: ignore[arg-type]
+    return rows

@@ -25,13 +25,14 @@ def test_roofline_arithmetic() -> None:
 
 def test_harness_writes_json_and_markdown(tiny_onnx: Path, tiny_weights: Path, tmp_path: Path) -> None:
     argv = ["--model", str(tiny_onnx), "--weights", str(tiny_weights), "--quick", "--out", str(tmp_path)]
-    assert main([*argv, "--sections", "engine,roofline,tiling"]) == 0
+    assert main([*argv, "--sections", "engine,roofline,options,tiling"]) == 0
     (result,) = tmp_path.glob("*.json")
     data = json.loads(result.read_text())
     assert {row["size"] for row in data["engine"]} == {256}
     assert all(row["speedup"] > 0 and row["ort_mp_s"] > 0 for row in data["engine"])
     assert data["roofline"]["fraction_of_peak"] > 0
     assert [row["tile"] for row in data["tiling"]] == [128, 256]
+    assert data["options"][0]["vs_service"] == 1.0 and len(data["options"]) >= 6
     markdown = result.with_suffix(".md").read_text()
     assert "| size | batch | ort_ms |" in markdown
     assert report.table([]) == ""

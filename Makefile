@@ -4,10 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
-MODEL ?= models/mspfn-lite.onnx
 WEIGHTS ?= weights/mspfn-lite.safetensors
+FP32 := models/mspfn-lite.onnx
+INT8 := models/mspfn-lite-int8.onnx
+# `make run MODEL=models/mspfn-lite-int8.onnx` serves the int8 CPU model instead
+MODEL ?= $(FP32)
 
-.PHONY: venv run test lint typecheck export train evaluate clean
+.PHONY: venv run test lint typecheck export benchmark train evaluate clean
 
 venv: $(VENV)/.installed
 
@@ -18,10 +21,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[train,dev]'
 	touch $@
 
-$(MODEL): $(WEIGHTS) | venv
-	$(PY) -m model_export --weights $(WEIGHTS) --out $(MODEL) --optimize
+$(FP32): $(WEIGHTS) | venv
+	$(PY) -m model_export --weights $(WEIGHTS) --out $(FP32) --optimize
 
-export: $(MODEL)
+$(INT8): $(FP32)
+	$(PY) -m model_export.quantize --model $(FP32) --out $(INT8)
+
+export: $(FP32)
+
+benchmark: venv $(FP32) $(INT8)
+	$(PY) -m benchmarks
 
 run: venv $(MODEL)
 	DERAIN_MODEL_PATH=$(MODEL) $(PY) -m service --host $(HOST) --port $(PORT)

@@ -17,9 +17,9 @@ def table(rows: Sequence[Mapping[str, object]]) -> str:
 def markdown(results: Mapping[str, object]) -> str:
     machine = results["machine"]
     assert isinstance(machine, Mapping)
-    parts = [
-        f"Machine: {machine['cpu']}, {machine['cores']} cores; {machine['date']}; commit {machine['commit']}."
-    ]
+    note = f" Note: {machine['note']}." if machine.get("note") else ""
+    where = f"{machine['cpu']}, {machine['cores']} cores; {machine['date']}; commit {machine['commit']}."
+    parts = [f"Machine: {where}{note}"]
     titles = {
         "engine": "Engine: ONNX Runtime vs PyTorch eager (speedup = torch time / ORT time)",
         "roofline": "Roofline: achieved GFLOP/s (2 x MACs x pixels/s) vs measured SGEMM peak",

@@ -157,7 +157,7 @@ def overhead(model: Path, quick: bool = False) -> list[dict[str, object]]:
 
     settings = Settings(model_path=model)
     rows: list[dict[str, object]] = []
-    with running_service(model) as (url, _):
+    with running_service(model, request_timeout_s="1800") as (url, _):
         for megapixels in (1.0,) if quick else (1.0, 12.0):
             body = photo(megapixels)
             started = time.perf_counter()
@@ -183,7 +183,7 @@ def overhead(model: Path, quick: bool = False) -> list[dict[str, object]]:
 def memory(model: Path, quick: bool = False) -> dict[str, object]:
     megapixels = 4.0 if quick else 24.0
     body = photo(megapixels)
-    with running_service(model) as (url, pid):
+    with running_service(model, request_timeout_s="1800") as (url, pid):
         idle_mib = rss_kib(pid, "VmRSS") / 1024
         response = httpx.post(
             f"{url}/derain", content=body, headers={"Content-Type": "image/jpeg"}, timeout=900

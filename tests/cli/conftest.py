@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from cli_helpers import API_KEY, TILE
 
 from service.main import create_app
 from service.settings import Settings
+from tests.loopback import free_port, is_ready
 
 
 @pytest.fixture(autouse=True)
@@ -45,34 +43,20 @@ def _settings(model: Path) -> Settings:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture(scope="module")
 def server_url(tiny_onnx: Path) -> Iterator[str]:
     """The app under a real uvicorn on a loopback port (in a thread), with an API key; stopped after."""
     with pytest.MonkeyPatch.context() as env:
         _drop_derain_env(env)
         settings = _settings(tiny_onnx)
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="cli-test-uvicorn", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while not _ready(url):
+    while not is_ready(url):
         assert thread.is_alive() and time.monotonic() < deadline, "the test server did not become ready"
         time.sleep(0.05)
     yield url

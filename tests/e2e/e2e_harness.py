@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tests.loopback import free_port, is_ready
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext
@@ -46,20 +45,6 @@ def find_chromium() -> str | None:
     return next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @contextmanager
 def running_service(model: Path, log: Path, **settings: str) -> Iterator[str]:
     """`python -m service` on a free loopback port, CPU only, until ready; yields its base URL.
@@ -81,7 +66,7 @@ def running_service(model: Path, log: Path, **settings: str) -> Iterator[str]:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not _ready(url):
+        while not is_ready(url):
             if process.poll() is not None or time.monotonic() > deadline:
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
                 raise RuntimeError(f"the service did not become ready within {START_TIMEOUT_S:g} s:\n{tail}")

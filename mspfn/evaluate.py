@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -21,26 +22,38 @@ from tqdm import tqdm
 from mspfn.data import Pair, load_pairs
 from mspfn.metrics import psnr_y, ssim_y, to_uint8
 
+if TYPE_CHECKING:  # torch stays unimported when only an ONNX model is scored
+    from mspfn.model import MSPFN
+
 # HWC float32 RGB [0, 1] -> HWC float32 RGB [0, 1] (any size)
 Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def model_predictor(model: MSPFN) -> Predictor:
+    """Predictor for an in-memory network, on whatever device its weights are (eval mode)."""
+    import torch
+
+    from mspfn.model import derain
+
+    device = next(model.parameters()).device
+    model.eval()
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
+            return derain(model, batch)[0].float().cpu().numpy().transpose(1, 2, 0)
+
+    return predict
 
 
 def torch_predictor(path: Path, threads: int | None = None) -> Predictor:
     import torch
 
     from mspfn.checkpoint import load_model
-    from mspfn.model import derain
 
     if threads:
         torch.set_num_threads(threads)
-    model, _ = load_model(path)
-
-    def predict(image: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            batch = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
-            return derain(model, batch)[0].numpy().transpose(1, 2, 0)
-
-    return predict
+    return model_predictor(load_model(path)[0])
 
 
 def onnx_predictor(path: Path, threads: int | None = None) -> Predictor:

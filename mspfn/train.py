@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from mspfn.checkpoint import load_model, load_tensors, read_metadata, save_model
 from mspfn.data import PatchSampler, load_pairs
-from mspfn.evaluate import score
+from mspfn.evaluate import model_predictor, score
 from mspfn.losses import l2_loss, mspfn_loss
-from mspfn.model import MSPFN, derain, preset
+from mspfn.model import MSPFN, preset
 
 
 @dataclass
@@ -96,17 +96,7 @@ def load_training_state(path: Path, model: MSPFN, optimizer: torch.optim.Optimiz
 
 
 def validate(model: MSPFN, pairs: list) -> dict[str, float | int]:
-    import numpy as np
-
-    device = next(model.parameters()).device
-    model.eval()
-
-    def predict(image: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            batch = torch.from_numpy(image.transpose(2, 0, 1).copy())[None].to(device)
-            return derain(model, batch)[0].float().cpu().numpy().transpose(1, 2, 0)
-
-    return score(predict, pairs, progress=False)
+    return score(model_predictor(model), pairs, progress=False)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

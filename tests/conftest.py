@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,14 @@ TINY = {
     "reduction": 4,
     "pad_multiple": 8,
 }
+
+
+@pytest.fixture(autouse=True)
+def _no_derain_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests state their settings; a developer's DERAIN_* variables must not leak in."""
+    for name in list(os.environ):
+        if name.startswith("DERAIN_"):
+            monkeypatch.delenv(name)
 
 
 def make_tiny_model(seed: int = 0):  # -> mspfn.model.MSPFN

@@ -32,14 +32,6 @@ SMALL_TILES: dict[str, object] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_derain_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests state their settings; a developer's DERAIN_* variables must not leak in."""
-    for name in list(os.environ):
-        if name.startswith("DERAIN_"):
-            monkeypatch.delenv(name)
-
-
 @pytest.fixture
 def make_settings(tiny_onnx: Path) -> SettingsFactory:
     """The tiny model on CPU, 64 px tiles so small images are tiled, fast batches, short drains."""

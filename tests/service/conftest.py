@@ -11,16 +11,6 @@ from svc_helpers import FakeRunner, SettingsFactory
 from service.settings import Settings
 
 
-@pytest.fixture(autouse=True)
-def _no_derain_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests state their settings; a developer's DERAIN_* variables must not leak in."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("DERAIN_"):
-            monkeypatch.delenv(name)
-
-
 @pytest.fixture
 def make_settings(tiny_onnx: Path) -> SettingsFactory:
     """Small tiles so small images take the tiled path; CPU only; fast batches."""

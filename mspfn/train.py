@@ -5,6 +5,9 @@
 
 OUT gets `last.safetensors` (weights + Adam state + position, written at every validation and on exit),
 `best.safetensors` (best validation PSNR so far), and `log.jsonl` (one line per validation).
+With `--ema D` (default 0.999) an exponential moving average of the weights is kept beside the raw ones;
+it is what validation scores and what `best` holds (the usual practice of image-restoration training:
+the average is smoother than any single step's weights).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from mspfn.checkpoint import load_model, load_tensors, read_metadata, save_model
@@ -66,10 +70,24 @@ def train_step(
     return float(loss.detach())
 
 
+def ema_of(model: MSPFN, decay: float) -> AveragedModel:
+    """An exponential moving average of `model`'s weights (buffers copied, not averaged)."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def save_training_state(
-    path: Path, model: MSPFN, optimizer: torch.optim.Optimizer, preset_name: str, position: dict
+    path: Path,
+    model: MSPFN,
+    optimizer: torch.optim.Optimizer,
+    preset_name: str,
+    position: dict,
+    ema: AveragedModel | None = None,
 ) -> None:
     tensors: dict[str, torch.Tensor] = {}
+    if ema is not None:
+        for key, value in ema.module.state_dict().items():
+            tensors[f"ema.{key}"] = value.detach().cpu().contiguous()
+        tensors["ema_n_averaged"] = ema.n_averaged.detach().cpu().reshape(1).float()
     for index, param in enumerate(model.parameters()):
         state = optimizer.state.get(param, {})
         for key in ("exp_avg", "exp_avg_sq"):
@@ -80,10 +98,24 @@ def save_training_state(
     save_model(path, model, preset_name, {"training": json.dumps(position)}, tensors)
 
 
-def load_training_state(path: Path, model: MSPFN, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore weights and Adam state in place; returns the saved position (step, best, ...)."""
+def load_training_state(
+    path: Path, model: MSPFN, optimizer: torch.optim.Optimizer, ema: AveragedModel | None = None
+) -> dict:
+    """Restore weights, Adam state (and the EMA) in place; returns the saved position (step, best, ...).
+
+    A checkpoint written without an EMA starts the average from the restored weights.
+    """
     device = next(model.parameters()).device
     model.load_state_dict({k: v.to(device) for k, v in load_tensors(path, "model.").items()})
+    if ema is not None:
+        averaged = load_tensors(path, "ema.")
+        if averaged:
+            ema.module.load_state_dict({k: v.to(device) for k, v in averaged.items()})
+            count = load_tensors(path, "ema_n_averaged")[""]
+            ema.n_averaged.fill_(int(count.item()))
+        else:
+            ema.module.load_state_dict(model.state_dict())
+            ema.n_averaged.fill_(1)
     saved = load_tensors(path, "optimizer.")
     for index, param in enumerate(model.parameters()):
         if f"{index}.exp_avg" in saved:
@@ -122,6 +154,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--val-every", type=int, default=500, help="validate and checkpoint every K steps")
     parser.add_argument("--val-limit", type=int, help="validate on the first N pairs only")
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=0.999,
+        help="decay of the weight average that is validated and kept as `best` (0: no average)",
+    )
     parser.add_argument("--init", type=Path, help="start a fresh run from these weights (.safetensors)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -153,11 +191,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.init:
         model.load_state_dict(load_model(args.init)[0].state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    ema = ema_of(model, args.ema) if args.ema > 0 else None
     schedule = Schedule(args.lr, args.lr_min, args.warmup, args.steps)
     last, best_path = args.out / "last.safetensors", args.out / "best.safetensors"
     position = {"step": 0, "best_psnr": -1.0, "seconds": 0.0}
     if last.exists():
-        position = load_training_state(last, model, optimizer)
+        position = load_training_state(last, model, optimizer, ema)
         print(f"resumed from {last} at step {position['step']}", file=sys.stderr)
     train_pairs = [pair for folder in args.train for pair in load_pairs(folder)]
     val_pairs = load_pairs(args.val, args.val_limit)
@@ -176,17 +215,18 @@ def _train(args: argparse.Namespace) -> int:
 
     def checkpoint(step: int) -> None:
         nonlocal position
-        metrics = validate(model, val_pairs)
+        scored = ema.module if ema is not None else model
+        metrics = validate(scored, val_pairs)
         seconds = base_seconds + time.perf_counter() - started
         record = {"step": step, "lr": schedule.lr(step), "loss": running, "seconds": round(seconds, 1)}
         record.update({"val_psnr": metrics["psnr"], "val_ssim": metrics["ssim"]})
         if metrics["psnr"] > position["best_psnr"]:
             record["best"] = True
             extra = {"training": json.dumps(record)}
-            save_model(best_path, model, args.preset, extra)
+            save_model(best_path, scored, args.preset, extra)
         best = max(metrics["psnr"], position["best_psnr"])
         position = {"step": step, "best_psnr": best, "seconds": seconds}
-        save_training_state(last, model, optimizer, args.preset, position)
+        save_training_state(last, model, optimizer, args.preset, position, ema)
         log.write(json.dumps(record) + "\n")
         log.flush()
         bar.write(json.dumps(record), file=sys.stderr)
@@ -200,6 +240,8 @@ def _train(args: argparse.Namespace) -> int:
             rain, clean = (torch.from_numpy(a).to(device) for a in sampler.sample(args.batch))
             loss_fn = l2_loss if step < args.l2_warmup else mspfn_loss
             loss = train_step(model, optimizer, rain, clean, loss_fn)
+            if ema is not None:
+                ema.update_parameters(model)
             running = loss if math.isnan(running) else 0.98 * running + 0.02 * loss
             step += 1
             bar.update(1)
@@ -209,7 +251,7 @@ def _train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"interrupted at step {step}; saving {last}", file=sys.stderr)
         position["seconds"] = base_seconds + time.perf_counter() - started
-        save_training_state(last, model, optimizer, args.preset, {**position, "step": step})
+        save_training_state(last, model, optimizer, args.preset, {**position, "step": step}, ema)
     bar.close()
     return 0
 

@@ -11,7 +11,14 @@ import torch
 from PIL import Image
 
 from mspfn.losses import charbonnier, laplacian, mspfn_loss
-from mspfn.train import Schedule, load_training_state, main, save_training_state, train_step
+from mspfn.train import (
+    Schedule,
+    ema_of,
+    load_training_state,
+    main,
+    save_training_state,
+    train_step,
+)
 from tests.conftest import make_tiny_model
 
 
@@ -68,6 +75,37 @@ def test_training_state_round_trip(tmp_path: Path) -> None:
     train_step(restored, restored_optimizer, batch, batch * 0.9)
     for a, b in zip(model.parameters(), restored.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_ema_averages_the_weights_and_survives_resume(tmp_path: Path) -> None:
+    model = make_tiny_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    ema = ema_of(model, decay=0.5)
+    start = [p.detach().clone() for p in model.parameters()]
+    batch = torch.rand(1, 3, 16, 16)
+    ema.update_parameters(model)  # the first update copies the weights
+    train_step(model, optimizer, batch, batch * 0.8)
+    ema.update_parameters(model)
+    # decay 0.5: the average is exactly halfway between the start and the trained weights.
+    for s, p, e in zip(start, model.parameters(), ema.module.parameters(), strict=True):
+        assert torch.allclose(e, 0.5 * s + 0.5 * p, atol=1e-7)
+    assert any(not torch.equal(s, p) for s, p in zip(start, model.parameters(), strict=True))
+
+    path = tmp_path / "last.safetensors"
+    save_training_state(path, model, optimizer, "tiny", {"step": 1, "best_psnr": 0, "seconds": 0}, ema)
+    restored = make_tiny_model(seed=1)
+    restored_ema = ema_of(restored, decay=0.5)
+    load_training_state(path, restored, torch.optim.Adam(restored.parameters()), restored_ema)
+    assert int(restored_ema.n_averaged) == 2
+    for e, r in zip(ema.module.parameters(), restored_ema.module.parameters(), strict=True):
+        assert torch.equal(e, r)
+
+    # A checkpoint without an average (older runs) starts the average from the restored weights.
+    save_training_state(path, model, optimizer, "tiny", {"step": 1, "best_psnr": 0, "seconds": 0})
+    fresh_ema = ema_of(restored, decay=0.5)
+    load_training_state(path, restored, torch.optim.Adam(restored.parameters()), fresh_ema)
+    for p, e in zip(model.parameters(), fresh_ema.module.parameters(), strict=True):
+        assert torch.equal(p, e)
 
 
 def write_pairs(root: Path, count: int, size: tuple[int, int] = (40, 48)) -> Path:

@@ -1,4 +1,6 @@
-"""python -m benchmarks [--sections engine,roofline,tiling,batching,overhead,memory,gpu] [--quick]
+"""python -m benchmarks [--sections SECTION,...] [--quick]
+
+Sections: engine, roofline, profile, options, tiling, batching, overhead, memory, gpu (default: all).
 
 Writes benchmarks/results/<machine>.json and benchmarks/results/<machine>.md (the README quotes the table).
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from benchmarks import engine, report
 
-SECTIONS = ("engine", "roofline", "options", "tiling", "batching", "overhead", "memory", "gpu")
+SECTIONS = ("engine", "roofline", "profile", "options", "tiling", "batching", "overhead", "memory", "gpu")
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -75,7 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         rows = results.get("engine") or results.get("options") or []
         assert isinstance(rows, list) and rows, "roofline needs the engine or options section"
         best = max(float(row.get("ort_mp_s", row.get("mp_s", 0))) for row in rows)
-        results["roofline"] = engine.roofline(float(meta["macs_per_pixel"]), best, engine.gemm_gflops())
+        peak = engine.gemm_gflops()
+        results["roofline"] = engine.roofline(float(meta["macs_per_pixel"]), best, peak)
+        results["conv_ceiling"] = engine.conv_ceiling(
+            [16, 32] if args.quick else [16, 32, 64, 128],
+            peak,
+            size=64 if args.quick else 256,
+            repeats=repeats,
+        )
+        save(args.out, results)
+    if "profile" in sections:
+        results["profile"] = engine.op_profile(args.model, runs=1 if args.quick else 3)
         save(args.out, results)
     if "tiling" in sections:
         tiles = [128, 256] if args.quick else [128, 192, 256, 384, 512]

@@ -92,6 +92,109 @@ def roofline(macs_per_pixel: float, megapixels_per_second: float, peak_gflops: f
     }
 
 
+def conv_stack(width: int, depth: int = 4) -> bytes:
+    """An ONNX graph of `depth` 3x3 convolutions (bias + ReLU, which ORT fuses), `width` channels wide.
+
+    The lite model's dominant layer shape with nothing else around it: its throughput is what ONNX Runtime's
+    convolution kernels reach at that width on this machine, the practical ceiling for the model.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(width)
+    nodes, initializers, name = [], [], "x"
+    for layer in range(depth):
+        weight = (rng.standard_normal((width, width, 3, 3)) * 0.05).astype(np.float32)
+        initializers += [
+            numpy_helper.from_array(weight, f"w{layer}"),
+            numpy_helper.from_array(np.zeros(width, np.float32), f"b{layer}"),
+        ]
+        nodes += [
+            helper.make_node("Conv", [name, f"w{layer}", f"b{layer}"], [f"c{layer}"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"c{layer}"], [f"r{layer}"]),
+        ]
+        name = f"r{layer}"
+    shape: list[str | int] = ["batch", width, "height", "width"]
+    graph = helper.make_graph(
+        nodes,
+        f"conv{width}x{depth}",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def conv_ceiling(
+    widths: list[int], peak_gflops: float, size: int = 256, batch: int = 4, repeats: int = 5
+) -> list[dict[str, float | int]]:
+    """GFLOP/s of plain 3x3 conv stacks by channel width, at the serving shape, vs the GEMM peak."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    rows = []
+    for width in widths:
+        depth = 4
+        session = ort.InferenceSession(conv_stack(width, depth), options, providers=["CPUExecutionProvider"])
+        image = np.random.default_rng(0).random((batch, width, size, size), dtype=np.float32)
+        seconds = median_seconds(lambda s=session, x=image: s.run(None, {"x": x}), repeats)
+        gflops = 2 * depth * width * width * 9 * batch * size * size / seconds / 1e9
+        rows.append(
+            {
+                "width": width,
+                "achieved_gflops": round(gflops, 2),
+                "fraction_of_peak": round(gflops / peak_gflops, 3),
+            }
+        )
+    return rows
+
+
+def op_profile(onnx_path: Path, tile: int = 256, batch: int = 4, runs: int = 3) -> list[dict[str, object]]:
+    """Where ONNX Runtime's time goes at the serving shape: share of kernel time per operator type.
+
+    Uses ORT's own profiler (one JSON trace, removed afterwards) on a session configured like the service.
+    """
+    import json
+    import tempfile
+    from collections import Counter
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    image = np.random.default_rng(0).random((batch, 3, tile, tile), dtype=np.float32)
+    with tempfile.TemporaryDirectory() as folder:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(folder) / "ort")
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        for _ in range(runs + 1):
+            session.run(["output"], {"input": image})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    # The first run (warm-up: arena growth, first-touch) is left out.
+    first = min((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
+    events = [e for e in events if e.get("ts", 0) >= first["ts"] + first["dur"]]
+    micros: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            micros[op] += event["dur"]
+            calls[op] += 1
+    total = sum(micros.values()) or 1
+    return [
+        {
+            "op": op,
+            "share": round(us / total, 3),
+            "nodes": calls[op] // runs,
+            "ms_per_run": round(us / runs / 1e3, 1),
+        }
+        for op, us in micros.most_common()
+        if us / total >= 0.005
+    ]
+
+
 def tile_inflation(width: int, height: int, tile: int, overlap: int) -> float:
     """Pixels computed / pixels in the image, for the service's own tile grid (8-aligned starts)."""
     from service.pipeline import plan_grid

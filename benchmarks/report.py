@@ -23,6 +23,10 @@ def markdown(results: Mapping[str, object]) -> str:
     titles = {
         "engine": "Engine: ONNX Runtime vs PyTorch eager (speedup = torch time / ORT time)",
         "roofline": "Roofline: achieved GFLOP/s (2 x MACs x pixels/s) vs measured SGEMM peak",
+        "conv_ceiling": "Ceiling: plain 3x3 conv stacks (bias + ReLU fused) by channel width, 4 x 256x256, "
+        "vs the same SGEMM peak",
+        "profile": "Where ONNX Runtime's time goes (4 x 256x256, ORT profiler): share of kernel time "
+        "by operator",
         "options": "ONNX Runtime CPU settings at the serving shape (4 x 256x256)",
         "tiling": "Tile sweep (batch 4, overlap 32): engine MP/s, overlap inflation for a 12 MP photo",
         "batching": "Batching through HTTP (one-tile 256x256 requests)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import engine, report
@@ -23,14 +24,39 @@ def test_roofline_arithmetic() -> None:
     assert row["fraction_of_peak"] == pytest.approx(0.5)
 
 
+def test_conv_stack_computes_relu_convolutions() -> None:
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import numpy_helper
+
+    graph = engine.conv_stack(width=4, depth=2)
+    weights = {
+        t.name: torch.from_numpy(numpy_helper.to_array(t))
+        for t in onnx.load_from_string(graph).graph.initializer
+    }
+    image = np.random.default_rng(0).random((1, 4, 9, 11), dtype=np.float32)
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {"x": image})
+    expected = torch.from_numpy(image)
+    for layer in range(2):
+        expected = torch.relu(torch.conv2d(expected, weights[f"w{layer}"], weights[f"b{layer}"], padding=1))
+    np.testing.assert_allclose(output, expected.numpy(), atol=1e-5)
+
+
 def test_harness_writes_json_and_markdown(tiny_onnx: Path, tiny_weights: Path, tmp_path: Path) -> None:
     argv = ["--model", str(tiny_onnx), "--weights", str(tiny_weights), "--quick", "--out", str(tmp_path)]
-    assert main([*argv, "--sections", "engine,roofline,options,tiling"]) == 0
+    assert main([*argv, "--sections", "engine,roofline,profile,options,tiling"]) == 0
     (result,) = tmp_path.glob("*.json")
     data = json.loads(result.read_text())
     assert {row["size"] for row in data["engine"]} == {256}
     assert all(row["speedup"] > 0 and row["ort_mp_s"] > 0 for row in data["engine"])
     assert data["roofline"]["fraction_of_peak"] > 0
+    assert [row["width"] for row in data["conv_ceiling"]] == [16, 32]
+    assert all(row["fraction_of_peak"] > 0 for row in data["conv_ceiling"])
+    shares = {row["op"]: row["share"] for row in data["profile"]}
+    assert "Conv" in shares and 0.9 < sum(shares.values()) <= 1.0 + 1e-6  # ops under 0.5% left out
+    assert all(row["nodes"] >= 1 for row in data["profile"])
     assert [row["tile"] for row in data["tiling"]] == [128, 256]
     assert data["options"][0]["vs_service"] == 1.0 and len(data["options"]) >= 6
     markdown = result.with_suffix(".md").read_text()

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,12 @@ from benchmarks import engine, report
 
 SECTIONS = ("engine", "roofline", "profile", "options", "tiling", "batching", "overhead", "memory", "gpu")
 RESULTS = Path(__file__).parent / "results"
+
+
+def cpu_slug(cpu: str) -> str:
+    """'Intel(R) Xeon(R) Processor' -> 'intel-xeon', 'AMD EPYC 9R14 96-Core Processor' -> 'amd-epyc'."""
+    words = re.sub(r"\((r|tm)\)|processor|cpu", " ", cpu.lower()).split()
+    return "-".join(re.sub(r"[^a-z0-9]", "", word) for word in words[:2]) or "unknown"
 
 
 def machine() -> dict[str, object]:
@@ -34,7 +41,7 @@ def machine() -> dict[str, object]:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
     return {
-        "name": f"{platform.machine()}-{os.cpu_count()}cpu",
+        "name": f"{platform.machine()}-{os.cpu_count()}cpu-{cpu_slug(cpu)}",
         "cpu": cpu,
         "cores": os.cpu_count(),
         "python": platform.python_version(),

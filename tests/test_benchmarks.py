@@ -62,3 +62,11 @@ def test_harness_writes_json_and_markdown(tiny_onnx: Path, tiny_weights: Path, t
     markdown = result.with_suffix(".md").read_text()
     assert "| size | batch | ort_ms |" in markdown
     assert report.table([]) == ""
+
+
+def test_results_are_named_by_cpu_so_machines_do_not_overwrite_each_other() -> None:
+    from benchmarks.__main__ import cpu_slug
+
+    assert cpu_slug("Intel(R) Xeon(R) Platinum 8488C") == "intel-xeon"
+    assert cpu_slug("AMD EPYC 9R14 96-Core Processor") == "amd-epyc"
+    assert cpu_slug("") == "unknown"

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import torch
 
+from model_export.rewrite import prelu_as_max
 from mspfn.checkpoint import file_sha256, load_model
 from mspfn.complexity import macs_per_pixel
 from mspfn.model import MSPFN, pad_to_multiple
@@ -168,6 +169,13 @@ def export_onnx(
         onnx.save(graph, str(out))
     if optimize:
         write_optimized(out, optimized_path(out))
+        optimized = parity(model, optimized_path(out))
+        if optimized.max_abs_diff > max(FP32_TOLERANCE, 2 * report.max_abs_diff):
+            optimized_path(out).unlink()
+            raise ExportError(
+                f"optimized graph parity failed: max abs diff {optimized.max_abs_diff:.3g}; "
+                f"{optimized_path(out).name} not written"
+            )
     return report
 
 
@@ -177,13 +185,20 @@ def optimized_path(model_path: Path) -> Path:
 
 
 def write_optimized(source: Path, target: Path) -> None:
-    """Save ONNX Runtime's optimized graph for the CPU provider (extended level: portable across CPUs)."""
+    """Save the CPU graph: exact rewrites (see model_export.rewrite), then ONNX Runtime's optimizations.
+
+    Extended level, so the file stays portable across CPUs (the layout transform for the machine's vector
+    width happens when the service loads it). The portable NAME.onnx, which GPUs use, is left as traced.
+    """
     import onnxruntime as ort
 
+    graph = onnx.load(str(source))
+    rewritten = prelu_as_max(graph)
+    log.info("rewrote %d PRelu nodes as Max(x, a * x)", rewritten)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(target)
-    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
     optimized = onnx.load(str(target))
-    onnx.helper.set_model_props(optimized, {p.key: p.value for p in onnx.load(str(source)).metadata_props})
+    onnx.helper.set_model_props(optimized, {p.key: p.value for p in graph.metadata_props})
     onnx.save(optimized, str(target))

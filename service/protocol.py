@@ -10,6 +10,10 @@ JSON body {"detail": "<one line>"} like every other error, and the limit's 503 c
 - malformed request (bad request line or header, bytes past a body's Content-Length that do not
   form a request): 400, connection closed;
 - request head above the limit: 431, connection closed;
+- request head not complete DERAIN_HEADER_TIMEOUT_S after the connection opened or the head's first byte
+  arrived (a client that sends nothing, or dribbles its headers a byte at a time to hold a connection
+  slot: "slowloris"): 408, connection closed. Once the head is in, the upload itself is bounded by
+  DERAIN_REQUEST_TIMEOUT_S instead, and an idle keep-alive connection by uvicorn's keep-alive timeout;
 - more than DERAIN_MAX_CONNECTIONS connections open (idle keep-alive ones included): 503 with
   Retry-After, connection closed. Each connection can hold an upload of up to DERAIN_MAX_UPLOAD_BYTES,
   so this limit is what bounds the memory that uploads can take.
@@ -67,7 +71,15 @@ def head_bytes(request: h11.Request) -> int:
 
 
 class LimitedH11Protocol(H11Protocol):
-    """uvicorn's H11Protocol with a bounded request head, a connection limit and JSON refusals."""
+    """uvicorn's H11Protocol with a bounded request head (size and time), a connection limit and JSON
+    refusals. `with_head_timeout` makes the class the server is configured with."""
+
+    head_timeout_s: float | None = None
+    _head_timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def with_head_timeout(cls, seconds: float) -> type[LimitedH11Protocol]:
+        return type(cls.__name__, (cls,), {"head_timeout_s": seconds})
 
     def __init__(
         self,
@@ -83,6 +95,48 @@ class LimitedH11Protocol(H11Protocol):
         self.max_connections = self.limit_concurrency
         self.limit_concurrency = None
         self.app = self._limited(self.app)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is None and self.conn.their_state is h11.IDLE:
+            self._arm_head_timer()  # the first bytes of the next request on a keep-alive connection
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._cancel_head_timer()  # the head is in (or the connection failed and is closing)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        self._cancel_head_timer()
+        super().on_response_complete()
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        if self.head_timeout_s:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is not h11.IDLE or self.transport.is_closing():
+            return
+        log.warning("refused: request head not received within %.3g s", self.head_timeout_s)
+        # h11 cannot answer before a request has been parsed, so the bytes are written directly.
+        body = _json(f"request line and headers not received within {self.head_timeout_s:g} s")
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
 
     def _limited(self, app: ASGIApp) -> ASGIApp:
         async def limited(scope: Scope, receive: Receive, send: Send) -> None:

@@ -76,7 +76,7 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         app,
         host=settings.host,
         port=settings.port,
-        http=LimitedH11Protocol,
+        http=LimitedH11Protocol.with_head_timeout(settings.header_timeout_s),
         ws="none",  # no WebSocket routes: upgrade requests are plain HTTP requests here
         h11_max_incomplete_event_size=settings.max_header_bytes,
         limit_concurrency=settings.max_connections,

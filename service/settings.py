@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=40_000_000, ge=1)
     # bytes of request line + headers (431 above, before the app runs): bounds memory per connection.
     max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=MiB)
+    # s a client has to send its request line and headers, from connecting or from the head's first
+    # byte (408 above): stops clients that hold connection slots by sending headers slowly.
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     # HTTP connections open at once, idle keep-alive ones included (503 + Retry-After above): with
     # max_upload_bytes it bounds the memory uploads can take; too low refuses bursts a queue could absorb.
     max_connections: int = Field(default=64, ge=1, le=100_000)

@@ -7,12 +7,14 @@ non-root user and read-only root filesystem in tests/deploy.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -134,6 +136,65 @@ def test_the_connection_and_header_limits_follow_their_settings(
                 sock.close()
         ok = raw_exchange(live.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         assert [response.status for response in ok] == [200]
+
+
+def _read_until_closed(sock: socket.socket, deadline_s: float, trickle: bytes = b"") -> tuple[bytes, float]:
+    """Send `trickle` one byte per 50 ms (while the server lets us) and read until the server closes;
+    returns what was read and when the close came (bounded by `deadline_s`)."""
+    started = time.monotonic()
+    received, pending = b"", list(trickle)
+    sock.settimeout(0.05)
+    while time.monotonic() - started < deadline_s:
+        if pending:
+            with contextlib.suppress(OSError):
+                sock.sendall(bytes([pending.pop(0)]))
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received, time.monotonic() - started
+
+
+def test_slow_and_silent_request_heads_get_408_and_free_their_slot(
+    make_settings: SettingsFactory, fake_runner: FakeRunner
+) -> None:
+    """DERAIN_HEADER_TIMEOUT_S=0.5: a client that connects and sends nothing, and one that dribbles a
+    header byte every 50 ms (slowloris), are both answered 408 and closed after about 0.5 s, so with a
+    limit of 2 connections the service is reachable again; a slow upload after a complete head is not
+    cut by this timeout."""
+    expected = b'{"detail":"request line and headers not received within 0.5 s"}'
+    with live_server(make_settings(header_timeout_s=0.5, max_connections=2), fake_runner) as live:
+        silent = socket.create_connection(("127.0.0.1", live.port))
+        slow = socket.create_connection(("127.0.0.1", live.port))
+        try:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+            trickled, slow_closed_after = _read_until_closed(slow, 5.0, b"X-Slow: " + b"a" * 200)
+            said_nothing, _ = _read_until_closed(silent, 5.0)
+        finally:
+            slow.close()
+            silent.close()
+        for response in (trickled, said_nothing):
+            assert response.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+            assert response.endswith(expected) and b"connection: close" in response
+        assert 0.4 <= slow_closed_after < 3.0  # 200 header bytes would have taken 10 s
+
+        # A complete head, then a body sent in 6 pieces over ~1.2 s: longer than the head timeout.
+        body = png_bytes(noise(24, 32))
+        head = b"POST /derain HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
+        head += b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        with socket.create_connection(("127.0.0.1", live.port), timeout=10) as upload:
+            upload.sendall(head)
+            step = len(body) // 6 + 1
+            for start in range(0, len(body), step):
+                time.sleep(0.2)
+                upload.sendall(body[start : start + step])
+            answer, _ = _read_until_closed(upload, 10.0)
+        assert answer.startswith(b"HTTP/1.1 200 ")
 
 
 def test_file_names_paths_and_exception_text_reach_neither_disk_nor_responses(

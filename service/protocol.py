@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 
 import h11
@@ -72,14 +73,21 @@ def head_bytes(request: h11.Request) -> int:
 
 class LimitedH11Protocol(H11Protocol):
     """uvicorn's H11Protocol with a bounded request head (size and time), a connection limit and JSON
-    refusals. `with_head_timeout` makes the class the server is configured with."""
+    refusals. `configured` makes the class the server is configured with."""
 
     head_timeout_s: float | None = None
+    # called with the reason of each refusal made here, before the app (a metrics counter)
+    count_refusal: Callable[[str], None] = staticmethod(lambda reason: None)
     _head_timer: asyncio.TimerHandle | None = None
 
     @classmethod
-    def with_head_timeout(cls, seconds: float) -> type[LimitedH11Protocol]:
-        return type(cls.__name__, (cls,), {"head_timeout_s": seconds})
+    def configured(
+        cls, head_timeout_s: float, count_refusal: Callable[[str], None] | None = None
+    ) -> type[LimitedH11Protocol]:
+        attributes: dict[str, object] = {"head_timeout_s": head_timeout_s}
+        if count_refusal is not None:
+            attributes["count_refusal"] = staticmethod(count_refusal)
+        return type(cls.__name__, (cls,), attributes)
 
     def __init__(
         self,
@@ -130,6 +138,7 @@ class LimitedH11Protocol(H11Protocol):
         if self.conn.their_state is not h11.IDLE or self.transport.is_closing():
             return
         log.warning("refused: request head not received within %.3g s", self.head_timeout_s)
+        self.count_refusal("header_timeout")
         # h11 cannot answer before a request has been parsed, so the bytes are written directly.
         body = _json(f"request line and headers not received within {self.head_timeout_s:g} s")
         self.transport.write(
@@ -148,6 +157,7 @@ class LimitedH11Protocol(H11Protocol):
                 and (len(self.connections) > limit or len(self.tasks) > limit)
             ):
                 log.warning("refused: %d connections open, the limit is %d", len(self.connections), limit)
+                self.count_refusal("too_many_connections")
                 detail = f"too many open connections (limit {limit}); retry in {CONNECTION_RETRY_AFTER_S} s"
                 headers = [(b"retry-after", str(CONNECTION_RETRY_AFTER_S).encode())]
                 await _send_json(send, 503, detail, headers)
@@ -160,6 +170,7 @@ class LimitedH11Protocol(H11Protocol):
         """Called by uvicorn when h11 refuses the peer's bytes; answers JSON and closes the connection."""
         assert isinstance(self.conn, _Connection)
         status = self.conn.refused_status
+        self.count_refusal("header_too_large" if status == 431 else "malformed_http")
         if status == 431:
             detail = f"request line and headers are larger than the limit of {self.max_head_bytes} bytes"
         else:

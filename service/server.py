@@ -72,11 +72,15 @@ class DrainingServer(uvicorn.Server):
 
 def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     """The uvicorn configuration the service runs under, limits included (tests serve with it too)."""
+    rejections = app.state.service.metrics.rejections
+    protocol = LimitedH11Protocol.configured(
+        settings.header_timeout_s, lambda reason: rejections.labels(reason=reason).inc()
+    )
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        http=LimitedH11Protocol.with_head_timeout(settings.header_timeout_s),
+        http=protocol,
         ws="none",  # no WebSocket routes: upgrade requests are plain HTTP requests here
         h11_max_incomplete_event_size=settings.max_header_bytes,
         limit_concurrency=settings.max_connections,

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from reliability_helpers import live_server, raw_exchange
-from svc_helpers import FakeRunner, SettingsFactory, noise, png_bytes, serve
+from svc_helpers import FakeRunner, SettingsFactory, metric, noise, png_bytes, serve
 
 from service import engine
 from service.logs import JsonFormatter
@@ -136,6 +136,14 @@ def test_the_connection_and_header_limits_follow_their_settings(
                 sock.close()
         ok = raw_exchange(live.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         assert [response.status for response in ok] == [200]
+        (malformed,) = raw_exchange(live.port, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+        assert malformed.status == 400
+        with httpx.Client(base_url=live.url) as client:  # the HTTP layer's refusals are counted too
+            counted = {
+                reason: metric(client, "derain_rejections_total", reason=reason)  # type: ignore[arg-type]
+                for reason in ("header_too_large", "too_many_connections", "malformed_http")
+            }
+        assert counted == {"header_too_large": 1, "too_many_connections": 1, "malformed_http": 1}
 
 
 def _read_until_closed(sock: socket.socket, deadline_s: float, trickle: bytes = b"") -> tuple[bytes, float]:
@@ -182,6 +190,8 @@ def test_slow_and_silent_request_heads_get_408_and_free_their_slot(
             assert response.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
             assert response.endswith(expected) and b"connection: close" in response
         assert 0.4 <= slow_closed_after < 3.0  # 200 header bytes would have taken 10 s
+        with httpx.Client(base_url=live.url) as client:
+            assert metric(client, "derain_rejections_total", reason="header_timeout") == 2  # type: ignore[arg-type]
 
         # A complete head, then a body sent in 6 pieces over ~1.2 s: longer than the head timeout.
         body = png_bytes(noise(24, 32))

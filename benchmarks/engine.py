@@ -226,6 +226,18 @@ def tile_sweep(
     return rows
 
 
+def static_shapes(onnx_path: Path, batch: int, tile: int) -> bytes:
+    """The graph with its input and output fixed to (batch, 3, tile, tile), shapes inferred throughout."""
+    import onnx
+    from onnx.tools import update_model_dims
+
+    shape = [batch, 3, tile, tile]
+    graph = update_model_dims.update_inputs_outputs_dims(
+        onnx.load(str(onnx_path)), {"input": shape}, {"output": shape}
+    )
+    return onnx.shape_inference.infer_shapes(graph).SerializeToString()
+
+
 def session_options_sweep(onnx_path: Path, tile: int, batch: int, repeats: int) -> list[dict[str, object]]:
     """Which ONNX Runtime CPU settings pay, at the serving tile shape (relative to the service's own)."""
     import onnxruntime as ort
@@ -246,13 +258,19 @@ def session_options_sweep(onnx_path: Path, tile: int, batch: int, repeats: int) 
         options.enable_cpu_mem_arena = arena
         return options
 
-    variants = {
-        "service (all optimizations incl. NCHWc layout, all cores)": (onnx_path, configure()),
-        "extended optimizations only (no NCHWc layout)": (onnx_path, configure(level.ORT_ENABLE_EXTENDED)),
-        "basic optimizations only": (onnx_path, configure(level.ORT_ENABLE_BASIC)),
-        "1 thread": (onnx_path, configure(threads=1)),
-        "no memory pattern": (onnx_path, configure(mem_pattern=False)),
-        "no CPU arena": (onnx_path, configure(arena=False)),
+    # The service's CPU graph: NAME.opt.onnx (PRelu rewritten, ORT-optimized) when it was exported.
+    from model_export.export import optimized_path
+
+    service = optimized_path(onnx_path) if optimized_path(onnx_path).exists() else onnx_path
+    variants: dict[str, tuple[Path | bytes, ort.SessionOptions]] = {
+        "service (CPU graph, all optimizations incl. NCHWc layout, all cores)": (service, configure()),
+        "portable graph (PRelu as exported, no rewrite)": (onnx_path, configure()),
+        f"static shapes ({batch}x3x{tile}x{tile})": (static_shapes(service, batch, tile), configure()),
+        "extended optimizations only (no NCHWc layout)": (service, configure(level.ORT_ENABLE_EXTENDED)),
+        "basic optimizations only": (service, configure(level.ORT_ENABLE_BASIC)),
+        "1 thread": (service, configure(threads=1)),
+        "no memory pattern": (service, configure(mem_pattern=False)),
+        "no CPU arena": (service, configure(arena=False)),
     }
     int8 = onnx_path.with_name(onnx_path.stem + "-int8.onnx")
     if int8.exists():
@@ -260,7 +278,8 @@ def session_options_sweep(onnx_path: Path, tile: int, batch: int, repeats: int) 
     image = np.random.default_rng(0).random((batch, 3, tile, tile), dtype=np.float32)
     rows: list[dict[str, object]] = []
     for name, (path, options) in variants.items():
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        source = path if isinstance(path, bytes) else str(path)
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         seconds = median_seconds(lambda session=session: session.run(["output"], {"input": image}), repeats)
         rows.append(
             {

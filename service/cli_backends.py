@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import json
 import logging
+import os
 import time
 import urllib.error
 import urllib.parse
@@ -85,7 +86,8 @@ class LocalBackend:
         quiet = contextlib.nullcontext() if providers else _logs_at(logging.CRITICAL, "service.runtime")
         try:
             with quiet:
-                runner = load_runner(model, providers or (CUDA, CPU), threads)
+                cores = threads or len(os.sched_getaffinity(0))
+                runner = load_runner(model, providers or (CUDA, CPU), threads, lanes=min(batch, cores))
         except ModelError as error:
             raise Fatal(str(error)) from None
         try:

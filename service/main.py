@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -37,7 +38,9 @@ DESCRIPTION = (
 
 
 def load_onnx(settings: Settings) -> Runner:
-    return load_runner(settings.model_path, settings.providers, settings.threads)
+    cores = settings.threads or len(os.sched_getaffinity(0))
+    lanes = settings.cpu_lanes or min(settings.max_batch, cores)
+    return load_runner(settings.model_path, settings.providers, settings.threads, lanes)
 
 
 def create_app(
@@ -134,8 +137,12 @@ def _publish_model(state: ServiceState, settings: Settings, runner: Runner) -> N
 
 
 async def _warm_up(lifecycle: Lifecycle, runner: Runner, batcher: Batcher, settings: Settings) -> None:
-    """Run the serving tile shape once per batch size the GPU will see (cuDNN search, arena), once on CPU."""
-    sizes = [1] if runner.active_provider == CPU else list(range(1, settings.max_batch + 1))
+    """Run the serving tile shape once per batch size the GPU will see (cuDNN search, arena); on CPU one
+    tile and one full batch (the lanes' sessions)."""
+    if runner.active_provider == CPU:
+        sizes = sorted({1, settings.max_batch})
+    else:
+        sizes = list(range(1, settings.max_batch + 1))
     tile = settings.tile_size
     try:
         for size in sizes:

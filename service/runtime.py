@@ -4,6 +4,12 @@
 input/output contract (refusing anything else with a message that says what is wrong), and reports the
 provider really active. `OnnxRunner.run(batch) -> batch` takes and returns (N, 3, H, W) float32 RGB in
 [0, 1], H and W multiples of `ModelInfo.pad_multiple`.
+
+CPU lanes (like Triton's CPU instance groups): on the CPU provider a batch of at least `lanes` tiles is
+split over `lanes` extra sessions of cores/lanes threads each, run side by side. One tile rarely keeps
+every core busy (ONNX Runtime's element-wise ops and transposed convolutions scale poorly with threads:
+2 threads give 1.55x over 1 on the lite model), so a batch cut into lanes goes faster than the batch
+on all cores at once; a lone tile still gets every core, for latency.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -61,11 +68,24 @@ class Runner(Protocol):
 
 
 class OnnxRunner:
-    def __init__(self, session: ort.InferenceSession, info: ModelInfo, requested: Sequence[str]) -> None:
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        info: ModelInfo,
+        requested: Sequence[str],
+        lanes: Sequence[ort.InferenceSession] = (),
+    ) -> None:
         self._session = session
+        self._lanes = tuple(lanes)
+        self._pool = ThreadPoolExecutor(len(lanes), thread_name_prefix="derain-lane") if lanes else None
         self.info = info
         self.requested_providers = tuple(requested)
         self.active_provider = session.get_providers()[0]
+
+    @property
+    def lanes(self) -> int:
+        """Sessions a batch is split over (1: the whole batch runs on one session)."""
+        return max(1, len(self._lanes))
 
     @property
     def fallback(self) -> bool:
@@ -76,12 +96,21 @@ class OnnxRunner:
         """(N, 3, H, W) float32 RGB in [0, 1] -> the derained batch, same shape and layout."""
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ValueError(f"expected an (N, 3, H, W) batch, got shape {batch.shape}")
-        (output,) = self._session.run(["output"], {"input": np.ascontiguousarray(batch, dtype=np.float32)})
-        return np.asarray(output, dtype=np.float32)
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self._pool is None or len(batch) < len(self._lanes):
+            (output,) = self._session.run(["output"], {"input": batch})
+            return np.asarray(output, dtype=np.float32)
+        parts = np.array_split(batch, len(self._lanes))
+        futures = [
+            self._pool.submit(lane.run, ["output"], {"input": part})
+            for lane, part in zip(self._lanes, parts, strict=True)
+        ]
+        return np.concatenate([np.asarray(f.result()[0], dtype=np.float32) for f in futures])
 
 
-def load_runner(model_path: Path, providers: Sequence[str], threads: int = 0) -> OnnxRunner:
-    """Build and check the session. Raises ModelError for a missing, corrupt or non-conforming model."""
+def load_runner(model_path: Path, providers: Sequence[str], threads: int = 0, lanes: int = 1) -> OnnxRunner:
+    """Build and check the session (plus `lanes` CPU lane sessions when the CPU provider is active and
+    lanes > 1). Raises ModelError for a missing, corrupt or non-conforming model."""
     available = ort.get_available_providers()
     usable = [name for name in providers if name in available]
     missing = [name for name in providers if name not in available]
@@ -101,9 +130,20 @@ def load_runner(model_path: Path, providers: Sequence[str], threads: int = 0) ->
     except Exception as error:
         raise ModelError(f"cannot load model {path}: {str(error).splitlines()[0]}") from error
     info = check_model(session, path)
-    runner = OnnxRunner(session, info, providers)
+    lane_sessions = []
+    if session.get_providers()[0] == CPU and lanes > 1:
+        per_lane = max(1, (threads or _cores()) // lanes)
+        lane_sessions = [
+            ort.InferenceSession(str(path), _session_options(per_lane), providers=[CPU]) for _ in range(lanes)
+        ]
+    runner = OnnxRunner(session, info, providers, lane_sessions)
     _report(runner)
     return runner
+
+
+def _cores() -> int:
+    """Cores this process may use (container CPU sets included)."""
+    return len(os.sched_getaffinity(0))
 
 
 def _pick_file(path: Path, usable: Sequence[str]) -> Path:
@@ -120,8 +160,8 @@ def _session_options(threads: int) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Every core this process may use (container CPU sets included); one inference runs at a time.
-    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    # Every core this process may use unless told; one inference (or one set of lanes) runs at a time.
+    options.intra_op_num_threads = threads or _cores()
     options.inter_op_num_threads = 1
     return options
 
@@ -175,7 +215,12 @@ def _check_io(session: ort.InferenceSession, path: Path) -> None:
 
 def _report(runner: OnnxRunner) -> None:
     info = runner.info
-    fields = {"provider": runner.active_provider, "model": str(info.path), "preset": info.preset}
+    fields = {
+        "provider": runner.active_provider,
+        "model": str(info.path),
+        "preset": info.preset,
+        "cpu_lanes": runner.lanes,
+    }
     if runner.fallback:
         log.error(
             "CUDA was requested but the model runs on %s: check the GPU, the driver and onnxruntime-gpu",

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # ONNX Runtime intra-op threads; 0 = every core this process may use. Fewer leaves CPU for decoding.
     threads: int = Field(default=0, ge=0, le=1024)
+    # CPU provider only: sessions a batch of tiles is split over, run side by side with cores/lanes
+    # threads each (a lone tile still uses every core); 0 = min(max_batch, cores), 1 = no lanes.
+    cpu_lanes: int = Field(default=0, ge=0, le=256)
     # s that in-flight requests get to finish after SIGTERM before the process exits anyway.
     drain_timeout_s: float = Field(default=30.0, ge=0)
     # address and TCP port that `python -m service` listens on.

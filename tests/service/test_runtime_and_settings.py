@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,47 @@ def test_run_derains_a_batch_consistently(tiny_onnx: Path) -> None:
     assert np.allclose(output[1], runner.run(batch[1:])[0], atol=1e-5)  # batching changes nothing
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         runner.run(batch[:, :1])
+
+
+def test_cpu_lanes_split_a_batch_and_give_the_same_pixels(tiny_onnx: Path) -> None:
+    plain = load_runner(tiny_onnx, [CPU], threads=2)
+    laned = load_runner(tiny_onnx, [CPU], threads=2, lanes=2)
+    assert (plain.lanes, laned.lanes) == (1, 2)
+    rng = np.random.default_rng(1)
+    for size in (1, 2, 3, 5):  # under the lane count, even, uneven split, more than 2 per lane
+        batch = rng.random((size, 3, 24, 40), dtype=np.float32)
+        expected = plain.run(batch)
+        actual = laned.run(batch)
+        assert actual.shape == batch.shape and actual.dtype == np.float32
+        np.testing.assert_allclose(actual, expected, atol=1e-5)  # each tile where it belongs
+        assert np.abs(actual - batch).mean() > 1e-3
+
+
+def test_cpu_lanes_run_side_by_side(tiny_onnx: Path) -> None:
+    """Each lane waits at a barrier that opens only when both lanes are inside `run` at once."""
+    runner = load_runner(tiny_onnx, [CPU], threads=2, lanes=2)
+    barrier = threading.Barrier(2, timeout=10)
+
+    class Lane:
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            barrier.wait()  # raises BrokenBarrierError if the other lane never comes
+            return [np.full_like(feeds["input"], self.value)]
+
+    runner._lanes = (Lane(0.25), Lane(0.75))  # type: ignore[assignment]
+    output = runner.run(np.zeros((4, 3, 8, 8), np.float32))
+    assert output[:2].tolist() == np.full((2, 3, 8, 8), 0.25).tolist()  # first half from lane 1
+    assert output[2:].tolist() == np.full((2, 3, 8, 8), 0.75).tolist()
+
+
+def test_lanes_with_one_thread_each(tiny_onnx: Path) -> None:
+    runner = load_runner(tiny_onnx, [CPU], threads=1, lanes=3)  # 3 lanes of max(1, 1 // 3) = 1 thread
+    assert runner.lanes == 3
+    batch = np.random.default_rng(2).random((3, 3, 16, 16), dtype=np.float32)
+    expected = load_runner(tiny_onnx, [CPU], threads=1).run(batch)
+    np.testing.assert_allclose(runner.run(batch), expected, atol=1e-5)
 
 
 def test_cpu_prefers_the_optimized_sibling(tiny_onnx: Path, tmp_path: Path) -> None:

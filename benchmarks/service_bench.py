@@ -127,27 +127,37 @@ def batching(model: Path, quick: bool = False) -> list[dict[str, object]]:
     """One-tile requests (256x256), so only cross-request batching can fill a batch."""
     body = crop_png(256)
     rows: list[dict[str, object]] = []
-    for label, max_batch in (("on", "4"), ("off", "1")):
-        with running_service(model, max_batch=max_batch) as (url, _):
+    # cpu_lanes 0 = the default (min(max_batch, cores)); with max_batch 1 that is 1 lane.
+    configs = (("on", "4", "0"), ("on, no CPU lanes", "4", "1"), ("off", "1", "0"))
+    for label, max_batch, lanes in configs:
+        with running_service(model, max_batch=max_batch, cpu_lanes=lanes) as (url, _):
             for concurrency in (1, 4) if quick else (1, 4, 16):
                 requests = max(8, 4 * concurrency) if not quick else 8
                 result = asyncio.run(_load(url, body, concurrency, requests))
                 rows.append(
-                    {"batching": label, "max_batch": int(max_batch), "concurrency": concurrency, **result}
+                    {
+                        "batching": label,
+                        "max_batch": int(max_batch),
+                        "cpu_lanes": int(lanes),
+                        "concurrency": concurrency,
+                        **result,
+                    }
                 )
     return rows
 
 
 def _engine_seconds(model: Path, tiles: int, tile: int, batch: int) -> float:
-    from benchmarks.engine import ort_session
+    """The same number of tiles through the service's own runner (same graph file, threads, lanes)."""
+    from service.main import load_onnx
+    from service.settings import Settings
 
-    session = ort_session(model, os.cpu_count() or 1)
+    runner = load_onnx(Settings(model_path=model, providers=["CPUExecutionProvider"]))
     data = np.random.default_rng(0).random((batch, 3, tile, tile), dtype=np.float32)
-    session.run(["output"], {"input": data})  # warm-up
+    runner.run(data)  # warm-up
     started = time.perf_counter()
     remaining = tiles
     while remaining > 0:
-        session.run(["output"], {"input": data[: min(batch, remaining)]})
+        runner.run(data[: min(batch, remaining)])
         remaining -= batch
     return time.perf_counter() - started
 

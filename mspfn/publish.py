@@ -5,6 +5,10 @@
 Copies RUN/best.safetensors to weights/NAME.safetensors, scores it with `python -m mspfn.evaluate` on the
 validation set, and writes weights/NAME.json: preset, hyper-parameters, parameters, MACs/pixel, data,
 steps, wall time, hardware, and the measured PSNR/SSIM.
+
+A run that started from earlier weights (`train --init`) is one stage of a longer training: with
+`--init-card CARD` (the card of those weights; read before it is overwritten) the new card lists every
+stage, and `steps` and `wall_time_s` are the totals over the stages.
 """
 
 from __future__ import annotations
@@ -37,6 +41,42 @@ def hardware() -> str:
     return f"{cpu}, {os.cpu_count()} cores, no GPU"
 
 
+def describe(run_args: dict[str, object], run: Path) -> str:
+    """The recipe in words, from a run's recorded command line."""
+    if not run_args:
+        return f"see {run}/log.jsonl"
+    start = f"from {run_args['init']}" if run_args.get("init") else "from scratch"
+    parts = [
+        f"{start}: random {run_args['patch']}x{run_args['patch']} crops with one of 8 dihedral transforms",
+        f"batch {run_args['batch']}, Adam, peak lr {run_args['lr']} with {run_args['warmup']} warm-up steps "
+        f"and cosine decay to {run_args['lr_min']} at step {run_args['steps']}",
+    ]
+    if int(str(run_args.get("l2_warmup", 0))) > 0:
+        parts.append(f"L2 loss for the first {run_args['l2_warmup']} steps")
+    parts.append("then Charbonnier + 0.05 x Laplacian-edge Charbonnier")
+    if float(str(run_args.get("ema", 0))) > 0:
+        parts.append(f"weights averaged (EMA {run_args['ema']}), the average validated and kept")
+    return "; ".join(parts) + f"; curve in {run}/log.jsonl"
+
+
+def previous_stages(card: dict[str, object]) -> list[dict[str, object]]:
+    """The stages of an earlier card (a card from before stages were recorded counts as one)."""
+    stages = card.get("stages")
+    if isinstance(stages, list):
+        return stages
+    return [
+        {
+            "run": card.get("run"),
+            "init": None,
+            "recipe": card.get("recipe"),
+            "steps": card.get("steps"),
+            "steps_run": card.get("steps_run_so_far"),
+            "wall_time_s": card.get("wall_time_s"),
+            "hardware": card.get("hardware"),
+        }
+    ]
+
+
 def evaluate(weights: Path, data: Path) -> dict[str, object]:
     command = [sys.executable, "-m", "mspfn.evaluate", "--model", str(weights), "--data", str(data)]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -53,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-data", default="../shared/data/train/RainTrainL")
     parser.add_argument("--val", type=Path, default=Path("../shared/data/val/Rain12"))
     parser.add_argument("--hardware", default=None, help="where it was trained (default: this machine)")
+    parser.add_argument("--init-card", type=Path, help="card of the weights the run started from")
+    parser.add_argument("--recipe", help="how the run trained (default: from the run's recorded arguments)")
     args = parser.parse_args(argv)
+    earlier = json.loads(args.init_card.read_text()) if args.init_card else None
 
     target = args.weights_dir / f"{args.name}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     model, metadata = load_model(target)
     training = json.loads(metadata.get("training", "{}"))
     last = json.loads(read_metadata(args.run / "last.safetensors")["training"])
+    recipe = args.recipe or describe(json.loads(metadata.get("args", "{}")), args.run)
+    stage = {
+        "run": str(args.run),
+        "init": str(earlier["file"]) if earlier else None,
+        "recipe": recipe,
+        "steps": training.get("step"),
+        "steps_run": last["step"],
+        "wall_time_s": training.get("seconds"),
+        "hardware": args.hardware or hardware(),
+    }
+    stages = [*previous_stages(earlier), stage] if earlier else [stage]
     card = {
         "name": args.name,
         "file": target.name,
@@ -70,13 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": count_parameters(model),
         "macs_per_pixel": round(macs_per_pixel(model)),  # at a 256x256 tile
         "train_data": f"{args.train_data} (200 pairs, Rain100L training split)",
-        "recipe": "random 64x64 crops, 8 dihedral transforms per sample, batch 8, Adam, L2 warm-up "
-        "then Charbonnier + 0.05 x Laplacian-edge Charbonnier, linear warm-up + cosine decay; "
-        "see runs/lite/log.jsonl",
-        "steps": training.get("step"),
-        "steps_run_so_far": last["step"],
-        "wall_time_s": training.get("seconds"),
-        "hardware": args.hardware or hardware(),
+        "recipe": recipe,
+        "steps": sum(int(s["steps"] or 0) for s in stages),
+        "wall_time_s": round(sum(float(s["wall_time_s"] or 0) for s in stages), 1),
+        "hardware": stage["hardware"],
+        "stages": stages,
         "validation": evaluate(target, args.val),
         "published": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -213,16 +214,19 @@ def _train(args: argparse.Namespace) -> int:
         unit="step",
     )
 
+    # The command line, recorded in every checkpoint (model cards describe the recipe from it).
+    recorded_args = json.dumps(vars(args), default=str)  # paths as strings
+
     def checkpoint(step: int) -> None:
         nonlocal position
-        scored = ema.module if ema is not None else model
+        scored = cast(MSPFN, ema.module) if ema is not None else model
         metrics = validate(scored, val_pairs)
         seconds = base_seconds + time.perf_counter() - started
         record = {"step": step, "lr": schedule.lr(step), "loss": running, "seconds": round(seconds, 1)}
         record.update({"val_psnr": metrics["psnr"], "val_ssim": metrics["ssim"]})
         if metrics["psnr"] > position["best_psnr"]:
             record["best"] = True
-            extra = {"training": json.dumps(record)}
+            extra = {"training": json.dumps(record), "args": recorded_args}
             save_model(best_path, scored, args.preset, extra)
         best = max(metrics["psnr"], position["best_psnr"])
         position = {"step": step, "best_psnr": best, "seconds": seconds}

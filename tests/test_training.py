@@ -155,3 +155,50 @@ def test_cli_trains_checkpoints_and_resumes(tmp_path: Path, monkeypatch: pytest.
     assert main([*args, "--steps", "6"]) == 0
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6]  # the second run resumed at step 4 instead of starting over
+
+
+def test_publish_writes_weights_and_a_card_with_every_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mspfn.train as train_module
+    from mspfn.checkpoint import file_sha256, load_model
+    from mspfn.data import load_pairs
+    from mspfn.evaluate import model_predictor, score
+    from mspfn.model import MSPFNConfig
+    from mspfn.publish import main as publish
+
+    monkeypatch.setitem(
+        train_module.__dict__,
+        "preset",
+        lambda name: MSPFNConfig(width=8, stages=1, lstm_in=4, lstm_hidden=(4, 4, 4), recon_width=4),
+    )
+    data = write_pairs(tmp_path / "data", 2)
+    run = tmp_path / "run"
+    argv = ["--train", str(data), "--val", str(data), "--out", str(run), "--patch", "32", "--batch", "2"]
+    argv += ["--steps", "4", "--val-every", "2", "--warmup", "1", "--l2-warmup", "0", "--lr", "3e-4"]
+    assert main([*argv, "--ema", "0.9", "--no-progress", "--threads", "1"]) == 0
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"file": "first.safetensors", "steps": 100, "wall_time_s": 60.0}))
+
+    assert (
+        publish(
+            ["--run", str(run), "--name", "m", "--weights-dir", str(tmp_path / "w"), "--val", str(data)]
+            + ["--init-card", str(earlier), "--hardware", "test box"]
+        )
+        == 0
+    )
+    card = json.loads((tmp_path / "w" / "m.json").read_text())
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    best = [r for r in records if r.get("best")][-1]
+    assert card["sha256"] == file_sha256(tmp_path / "w" / "m.safetensors")
+    assert [stage["steps"] for stage in card["stages"]] == [100, best["step"]]
+    assert card["steps"] == 100 + best["step"]
+    assert card["wall_time_s"] == pytest.approx(60.0 + best["seconds"], abs=0.1)
+    recipe = card["stages"][1]["recipe"]
+    assert "from scratch: random 32x32 crops" in recipe and "EMA 0.9" in recipe and "batch 2" in recipe
+    assert card["stages"][1]["init"] == "first.safetensors" and card["hardware"] == "test box"
+    # The card's figures are the evaluate CLI's, for the file that shipped.
+    model, _ = load_model(tmp_path / "w" / "m.safetensors")
+    expected = score(model_predictor(model), load_pairs(data), progress=False)
+    assert card["validation"]["psnr"] == pytest.approx(expected["psnr"], abs=1e-6)
+    assert card["validation"]["psnr"] == pytest.approx(best["val_psnr"], abs=1e-6)

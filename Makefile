@@ -10,7 +10,7 @@ INT8 := models/mspfn-lite-int8.onnx
 # `make run MODEL=models/mspfn-lite-int8.onnx` serves the int8 CPU model instead
 MODEL ?= $(FP32)
 
-.PHONY: venv run test lint typecheck export benchmark train evaluate clean
+.PHONY: venv run test lint typecheck export benchmark train finetune evaluate clean
 
 venv: $(VENV)/.installed
 
@@ -46,9 +46,16 @@ typecheck: venv
 test: venv lint typecheck
 	$(PY) -m pytest -q
 
+# The shipped lite model's two stages; each resumes from its run folder's last.safetensors when rerun.
+# Stage 1, from scratch (ran without --ema, which is now the default):
 train: venv
 	$(PY) -m mspfn.train --preset lite --train ../shared/data/train/RainTrainL \
-		--val ../shared/data/val/Rain12 --out runs/lite
+		--val ../shared/data/val/Rain12 --out runs/lite --steps 11000 --lr 5e-4 --ema 0
+# Stage 2, from stage 1's best weights: larger patches, a fresh cosine, weight averaging.
+finetune: venv
+	$(PY) -m mspfn.train --preset lite --train ../shared/data/train/RainTrainL \
+		--val ../shared/data/val/Rain12 --out runs/lite-ft --init runs/lite/best.safetensors \
+		--steps 5000 --lr 2e-4 --warmup 100 --l2-warmup 0 --patch 96 --batch 8 --ema 0.999
 
 evaluate: venv
 	$(PY) -m mspfn.evaluate --model $(WEIGHTS) --data ../shared/data/val/Rain12

@@ -138,9 +138,9 @@ def _publish_model(state: ServiceState, settings: Settings, runner: Runner) -> N
 
 async def _warm_up(lifecycle: Lifecycle, runner: Runner, batcher: Batcher, settings: Settings) -> None:
     """Run the serving tile shape once per batch size the GPU will see (cuDNN search, arena); on CPU one
-    tile and one full batch (the lanes' sessions)."""
+    tile, and one full batch when there are lanes (their sessions)."""
     if runner.active_provider == CPU:
-        sizes = sorted({1, settings.max_batch})
+        sizes = sorted({1, settings.max_batch}) if runner.lanes > 1 else [1]
     else:
         sizes = list(range(1, settings.max_batch + 1))
     tile = settings.tile_size

@@ -64,6 +64,9 @@ class Runner(Protocol):
     active_provider: str
     requested_providers: tuple[str, ...]
 
+    @property
+    def lanes(self) -> int: ...
+
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
 

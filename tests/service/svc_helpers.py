@@ -35,6 +35,7 @@ class FakeRunner:
             exporter_version="1",
         )
         self.active_provider = "CPUExecutionProvider"
+        self.lanes = 1
         self.requested_providers: tuple[str, ...] = ("CPUExecutionProvider",)
         self.gate = threading.Event()
         self.gate.set()

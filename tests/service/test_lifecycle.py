@@ -50,6 +50,15 @@ def test_readiness_follows_warm_up_and_shutdown(
     assert app.state.service.lifecycle.state == "draining"
 
 
+@pytest.mark.parametrize(("lanes", "warm_up"), [(1, [1]), (2, [1, 3])])
+def test_cpu_warm_up_runs_a_full_batch_only_when_there_are_lanes(
+    make_settings: SettingsFactory, fake_runner: FakeRunner, lanes: int, warm_up: list[int]
+) -> None:
+    fake_runner.lanes = lanes
+    with serve(make_settings(max_batch=3), fake_runner):
+        assert fake_runner.batch_sizes == warm_up
+
+
 def test_a_failed_warm_up_keeps_the_service_unready(
     make_settings: SettingsFactory, fake_runner: FakeRunner
 ) -> None:

@@ -7,7 +7,7 @@ PORT ?= 8000
 WEIGHTS ?= weights/mspfn-lite.safetensors
 FP32 := models/mspfn-lite.onnx
 INT8 := models/mspfn-lite-int8.onnx
-# `make run MODEL=models/mspfn-lite-int8.onnx` serves the int8 CPU model instead
+# `make run MODEL=PATH` serves another exported model (the int8 one is an experiment: see README)
 MODEL ?= $(FP32)
 
 .PHONY: venv run test lint typecheck export benchmark train finetune evaluate clean

@@ -32,6 +32,13 @@ def gemm_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / seconds / 1e9
 
 
+def service_graph(onnx_path: Path) -> Path:
+    """The file the service runs on the CPU: NAME.opt.onnx when it was exported, else NAME.onnx."""
+    from model_export.export import optimized_path
+
+    return optimized_path(onnx_path) if optimized_path(onnx_path).exists() else onnx_path
+
+
 def ort_session(model: Path, threads: int):  # -> onnxruntime.InferenceSession
     import onnxruntime as ort
 
@@ -52,7 +59,7 @@ def engine_comparison(
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
     model, _ = load_model(weights)
-    session = ort_session(onnx_path, threads)
+    session = ort_session(service_graph(onnx_path), threads)
     rows = []
     for size in sizes:
         # At most one megapixel per call: PyTorch eager at 4 x 1024^2 needs over 17 GB here.
@@ -171,7 +178,9 @@ def op_profile(onnx_path: Path, tile: int = 256, batch: int = 4, runs: int = 3) 
     with tempfile.TemporaryDirectory() as folder:
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(folder) / "ort")
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(service_graph(onnx_path)), options, providers=["CPUExecutionProvider"]
+        )
         for _ in range(runs + 1):
             session.run(["output"], {"input": image})
         events = json.loads(Path(session.end_profiling()).read_text())
@@ -210,7 +219,7 @@ def tile_sweep(
     onnx_path: Path, tiles: list[int], overlap: int, batch: int, repeats: int
 ) -> list[dict[str, float | int]]:
     """Engine megapixels/s per tile size at the serving batch, and what overlap costs for a 12 MP photo."""
-    session = ort_session(onnx_path, os.cpu_count() or 1)
+    session = ort_session(service_graph(onnx_path), os.cpu_count() or 1)
     rows = []
     for tile in tiles:
         image = np.random.default_rng(tile).random((batch, 3, tile, tile), dtype=np.float32)
@@ -261,10 +270,7 @@ def session_options_sweep(onnx_path: Path, tile: int, batch: int, repeats: int) 
         options.enable_cpu_mem_arena = arena
         return options
 
-    # The service's CPU graph: NAME.opt.onnx (PRelu rewritten, ORT-optimized) when it was exported.
-    from model_export.export import optimized_path
-
-    service = optimized_path(onnx_path) if optimized_path(onnx_path).exists() else onnx_path
+    service = service_graph(onnx_path)  # PRelu rewritten and ORT-optimized, when exported so
     variants: dict[str, tuple[Path | bytes, ort.SessionOptions]] = {
         "service (CPU graph, all optimizations incl. NCHWc layout, all cores)": (service, configure()),
         "portable graph (PRelu as exported, no rewrite)": (onnx_path, configure()),

@@ -57,12 +57,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes (smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the other sections of this machine's earlier results"
+    )
     args = parser.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {sorted(unknown)}")
     results: dict[str, object] = {"machine": machine()}
+    previous = args.out / f"{results['machine']['name']}.json"  # type: ignore[index]
+    if args.merge and previous.exists():
+        # Keep the earlier run's other sections; say which ones this run re-measured, when and where.
+        current = results["machine"]
+        results = json.loads(previous.read_text())
+        redone = f"{', '.join(sections)} re-measured {current['date']} at commit {current['commit']}"  # type: ignore[index]
+        note = results["machine"].get("note")  # type: ignore[union-attr]
+        results["machine"]["note"] = f"{note}; {redone}" if note else redone  # type: ignore[index]
     repeats = 2 if args.quick else 5
 
     from benchmarks import service_bench

@@ -127,8 +127,8 @@ def batching(model: Path, quick: bool = False) -> list[dict[str, object]]:
     """One-tile requests (256x256), so only cross-request batching can fill a batch."""
     body = crop_png(256)
     rows: list[dict[str, object]] = []
-    # cpu_lanes 0 = the default (min(max_batch, cores)); with max_batch 1 that is 1 lane.
-    configs = (("on", "4", "0"), ("on, no CPU lanes", "4", "1"), ("off", "1", "0"))
+    # cpu_lanes 0 = min(max_batch, cores) lanes; 1 (the default) = none.
+    configs = (("on, CPU lanes", "4", "0"), ("on (default)", "4", "1"), ("off", "1", "1"))
     for label, max_batch, lanes in configs:
         with running_service(model, max_batch=max_batch, cpu_lanes=lanes) as (url, _):
             for concurrency in (1, 4) if quick else (1, 4, 16):

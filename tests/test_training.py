@@ -120,7 +120,9 @@ def write_pairs(root: Path, count: int, size: tuple[int, int] = (40, 48)) -> Pat
     return root
 
 
-def test_cli_trains_checkpoints_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def tiny_preset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m mspfn.train` builds a tiny network whatever --preset says."""
     import mspfn.train as train_module
     from mspfn.model import MSPFNConfig
 
@@ -129,6 +131,10 @@ def test_cli_trains_checkpoints_and_resumes(tmp_path: Path, monkeypatch: pytest.
         "preset",
         lambda name: MSPFNConfig(width=8, stages=1, lstm_in=4, lstm_hidden=(4, 4, 4), recon_width=4),
     )
+
+
+@pytest.mark.usefixtures("tiny_preset")
+def test_cli_trains_checkpoints_and_resumes(tmp_path: Path) -> None:
     data = write_pairs(tmp_path / "data", 3)
     out = tmp_path / "run"
     args = [
@@ -157,21 +163,13 @@ def test_cli_trains_checkpoints_and_resumes(tmp_path: Path, monkeypatch: pytest.
     assert steps == [2, 4, 6]  # the second run resumed at step 4 instead of starting over
 
 
-def test_publish_writes_weights_and_a_card_with_every_stage(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import mspfn.train as train_module
+@pytest.mark.usefixtures("tiny_preset")
+def test_publish_writes_weights_and_a_card_with_every_stage(tmp_path: Path) -> None:
     from mspfn.checkpoint import file_sha256, load_model
     from mspfn.data import load_pairs
     from mspfn.evaluate import model_predictor, score
-    from mspfn.model import MSPFNConfig
     from mspfn.publish import main as publish
 
-    monkeypatch.setitem(
-        train_module.__dict__,
-        "preset",
-        lambda name: MSPFNConfig(width=8, stages=1, lstm_in=4, lstm_hidden=(4, 4, 4), recon_width=4),
-    )
     data = write_pairs(tmp_path / "data", 2)
     run = tmp_path / "run"
     argv = ["--train", str(data), "--val", str(data), "--out", str(run), "--patch", "32", "--batch", "2"]

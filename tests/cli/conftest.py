@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from cli_helpers import API_KEY, TILE
 
 from service.main import create_app
 from service.settings import Settings
-from tests.loopback import free_port, is_ready
+from tests.loopback import free_port, wait_ready
 
 
 @pytest.fixture(autouse=True)
@@ -55,10 +54,7 @@ def server_url(tiny_onnx: Path) -> Iterator[str]:
     thread = threading.Thread(target=server.run, name="cli-test-uvicorn", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not is_ready(url):
-        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not become ready"
-        time.sleep(0.05)
+    wait_ready(url, 30, alive=thread.is_alive)
     yield url
     server.should_exit = True
     thread.join(10)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +17,9 @@ import pytest
 from deploy_files import REPO
 from PIL import Image
 
+from tests.loopback import free_port, wait_ready
+
 START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -80,16 +74,10 @@ def running_service(tiny_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert process.poll() is None, f"service exited with {process.returncode}:\n{log_tail(log)}"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"/readyz not 200 after {START_TIMEOUT_S} s:\n{log_tail(log)}"
-            time.sleep(0.2)
+        try:
+            wait_ready(url, START_TIMEOUT_S, alive=lambda: process.poll() is None, interval=0.2)
+        except AssertionError as error:
+            raise AssertionError(f"{error} (exit code {process.poll()}):\n{log_tail(log)}") from None
         yield RunningService(url, log)
     finally:
         stop(process)

@@ -10,13 +10,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.loopback import free_port, is_ready
+from tests.loopback import free_port, wait_ready
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext
@@ -65,12 +64,11 @@ def running_service(model: Path, log: Path, **settings: str) -> Iterator[str]:
     with log.open("wb") as sink:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not is_ready(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-                raise RuntimeError(f"the service did not become ready within {START_TIMEOUT_S:g} s:\n{tail}")
-            time.sleep(0.2)
+        try:
+            wait_ready(url, START_TIMEOUT_S, alive=lambda: process.poll() is None, interval=0.2)
+        except AssertionError as error:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"the service did not become ready ({error}):\n{tail}") from None
         yield url
     finally:
         process.terminate()

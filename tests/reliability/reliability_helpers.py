@@ -29,25 +29,11 @@ from service.main import create_app
 from service.runtime import Runner
 from service.server import DrainingServer, uvicorn_config
 from service.settings import Settings
+from tests.loopback import free_port, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0  # a cold `python -m service` imports onnxruntime and warms up on 2 busy cores
 FIGURES: list[str] = []  # lines for the end-of-run summary (conftest.py prints them)
-
-
-def wait_ready(url: str, timeout: float = START_TIMEOUT_S, alive: object = None) -> None:
-    """Poll GET /readyz until 200; `alive()` (when given) returning False stops the wait early."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if alive is not None and not alive():  # type: ignore[operator]
-            raise AssertionError("the server stopped before it was ready")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} not ready within {timeout} s")
 
 
 @dataclass
@@ -74,7 +60,7 @@ def live_server(settings: Settings, runner: Runner | None = None) -> Iterator[Li
     thread.start()
     live = LiveServer(f"http://127.0.0.1:{port}", port, server, thread)
     try:
-        wait_ready(live.url, alive=thread.is_alive)
+        wait_ready(live.url, START_TIMEOUT_S, alive=thread.is_alive)
         yield live
     finally:
         server.should_exit = True
@@ -104,12 +90,6 @@ def service_env(model: Path, **settings: object) -> dict[str, str]:
     )
     env.update({f"DERAIN_{key.upper()}": str(value) for key, value in settings.items()})
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -142,7 +122,7 @@ class ServiceProcess:
         return self.process
 
     def wait_ready(self) -> None:
-        wait_ready(self.url, alive=lambda: self.proc.poll() is None)
+        wait_ready(self.url, START_TIMEOUT_S, alive=lambda: self.proc.poll() is None)
 
     def rss_mib(self) -> float:
         """Resident memory of the server process (MiB), from /proc."""

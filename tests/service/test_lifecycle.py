@@ -7,11 +7,9 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -23,6 +21,7 @@ from svc_helpers import FakeRunner, SettingsFactory, metric, noise, png_bytes, s
 from service.logs import JsonFormatter, RequestIdFilter, request_id
 from service.main import create_app
 from service.runtime import ModelError
+from tests.loopback import free_port, wait_ready
 
 PNG = png_bytes(noise(20, 20))
 REPO = Path(__file__).resolve().parents[2]
@@ -225,12 +224,6 @@ def test_json_logs_carry_the_request_id() -> None:
     assert entry["level"] == "INFO" and entry["logger"] == "service.x"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_python_m_service_refuses_bad_settings(tiny_onnx: Path) -> None:
     env = {**os.environ, "DERAIN_MODEL_PATH": str(tiny_onnx), "DERAIN_TILE_SIZE": "100"}
     done = subprocess.run(
@@ -244,7 +237,7 @@ def test_python_m_service_refuses_bad_settings(tiny_onnx: Path) -> None:
 
 
 def test_python_m_service_serves_and_drains_on_sigterm(tiny_onnx: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ, "DERAIN_MODEL_PATH": str(tiny_onnx), "DERAIN_PROVIDERS": "CPUExecutionProvider",
         "DERAIN_TILE_SIZE": "64", "DERAIN_TILE_OVERLAP": "16", "DERAIN_THREADS": "1",
@@ -255,14 +248,7 @@ def test_python_m_service_serves_and_drains_on_sigterm(tiny_onnx: Path) -> None:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_ready(base, 60, alive=lambda: server.poll() is None, interval=0.1)
         response = httpx.post(
             f"{base}/derain", content=PNG, headers={"Content-Type": "image/png"}, timeout=30
         )

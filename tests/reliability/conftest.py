@@ -17,37 +17,20 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "service"))
 
 from reliability_helpers import FIGURES, FakeService, live_server  # noqa: E402
-from svc_helpers import FakeRunner, SettingsFactory  # noqa: E402
+from svc_helpers import (  # noqa: E402
+    FakeRunner,
+    SettingsFactory,
+    fake_runner,  # noqa: E402, F401  (a fixture, collected from here)
+    settings_factory,
+)
 
-from service.settings import Settings  # noqa: E402
-
-SMALL_TILES: dict[str, object] = {
-    "providers": "CPUExecutionProvider",
-    "tile_size": 64,  # small images take the tiled path
-    "tile_overlap": 16,
-    "max_wait_ms": 2,
-    "threads": 1,
-    "log_format": "text",
-    "drain_timeout_s": 5,
-}
+DRAIN_S = 5  # short drains, so a server a test left busy stops quickly
 
 
 @pytest.fixture
 def make_settings(tiny_onnx: Path) -> SettingsFactory:
     """The tiny model on CPU, 64 px tiles so small images are tiled, fast batches, short drains."""
-
-    def build(**overrides: object) -> Settings:
-        values = {"model_path": tiny_onnx, **SMALL_TILES, **overrides}
-        return Settings(**values)  # type: ignore[arg-type]
-
-    return build
-
-
-@pytest.fixture
-def fake_runner() -> Iterator[FakeRunner]:
-    runner = FakeRunner()
-    yield runner
-    runner.gate.set()  # never leave a worker thread blocked
+    return settings_factory(tiny_onnx, drain_timeout_s=DRAIN_S)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +40,7 @@ def fake_service(tiny_onnx: Path) -> Iterator[FakeService]:
         for name in list(os.environ):
             if name.startswith("DERAIN_"):
                 patch.delenv(name)
-        settings = Settings(model_path=tiny_onnx, **SMALL_TILES)  # type: ignore[arg-type]
+        settings = settings_factory(tiny_onnx, drain_timeout_s=DRAIN_S)()
     runner = FakeRunner()
     with live_server(settings, runner) as live, httpx.Client(base_url=live.url, timeout=30) as http:
         try:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,7 +20,25 @@ from service.runtime import ModelInfo, Runner
 from service.settings import Settings
 
 SettingsFactory = Callable[..., Settings]  # the `make_settings` fixture: overrides -> Settings
+# The tiny model's test settings: 64 px tiles so small images take the tiled path; CPU only; fast batches.
+SMALL_TILES: dict[str, object] = {
+    "providers": "CPUExecutionProvider",
+    "tile_size": 64,
+    "tile_overlap": 16,
+    "max_wait_ms": 2,
+    "threads": 1,
+    "log_format": "text",
+}
 SECRET = "RuntimeError at /secret/path/model.onnx"  # what a failing runner says; must never reach a client
+
+
+def settings_factory(model: Path, **defaults: object) -> SettingsFactory:
+    """`make_settings(**overrides)` for `model`: SMALL_TILES, then `defaults`, then the overrides."""
+
+    def build(**overrides: object) -> Settings:
+        return Settings(**{"model_path": model, **SMALL_TILES, **defaults, **overrides})  # type: ignore[arg-type]
+
+    return build
 
 
 class FakeRunner:
@@ -95,3 +114,11 @@ def metric(client: TestClient, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
+
+
+@pytest.fixture
+def fake_runner() -> Iterator[FakeRunner]:
+    """A FakeRunner whose gate is opened after the test (never leaves a worker thread blocked)."""
+    runner = FakeRunner()
+    yield runner
+    runner.gate.set()

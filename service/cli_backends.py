@@ -10,7 +10,6 @@ import contextlib
 import http.client
 import json
 import logging
-import os
 import time
 import urllib.error
 import urllib.parse
@@ -32,7 +31,7 @@ from service.pipeline import (
     split,
     stitch,
 )
-from service.runtime import CPU, CUDA, ModelError, Runner, load_runner
+from service.runtime import CPU, CUDA, ModelError, Runner, load_runner, session_threads
 
 # Local files are the user's own: a limit well above the service's, still short of Pillow's bomb check.
 MAX_PIXELS = 100_000_000  # ~3 GB of RAM at the peak
@@ -86,8 +85,8 @@ class LocalBackend:
         quiet = contextlib.nullcontext() if providers else _logs_at(logging.CRITICAL, "service.runtime")
         try:
             with quiet:
-                cores = threads or len(os.sched_getaffinity(0))
-                runner = load_runner(model, providers or (CUDA, CPU), threads, lanes=min(batch, cores))
+                lanes = min(batch, session_threads(threads))
+                runner = load_runner(model, providers or (CUDA, CPU), threads, lanes=lanes)
         except ModelError as error:
             raise Fatal(str(error)) from None
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +24,7 @@ from service.engine import Derainer, Lifecycle, ServiceState
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.middleware import RequestContext
-from service.runtime import CPU, CUDA, ModelError, Runner, load_runner
+from service.runtime import CPU, CUDA, ModelError, Runner, load_runner, session_threads
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,8 +37,7 @@ DESCRIPTION = (
 
 
 def load_onnx(settings: Settings) -> Runner:
-    cores = settings.threads or len(os.sched_getaffinity(0))
-    lanes = settings.cpu_lanes or min(settings.max_batch, cores)
+    lanes = settings.cpu_lanes or min(settings.max_batch, session_threads(settings.threads))
     return load_runner(settings.model_path, settings.providers, settings.threads, lanes)
 
 

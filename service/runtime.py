@@ -135,7 +135,7 @@ def load_runner(model_path: Path, providers: Sequence[str], threads: int = 0, la
     info = check_model(session, path)
     lane_sessions = []
     if session.get_providers()[0] == CPU and lanes > 1:
-        per_lane = max(1, (threads or _cores()) // lanes)
+        per_lane = max(1, session_threads(threads) // lanes)
         lane_sessions = [
             ort.InferenceSession(str(path), _session_options(per_lane), providers=[CPU]) for _ in range(lanes)
         ]
@@ -144,9 +144,10 @@ def load_runner(model_path: Path, providers: Sequence[str], threads: int = 0, la
     return runner
 
 
-def _cores() -> int:
-    """Cores this process may use (container CPU sets included)."""
-    return len(os.sched_getaffinity(0))
+def session_threads(threads: int) -> int:
+    """Intra-op threads for a `threads` setting: itself, or (0) every core this process may use
+    (container CPU sets included)."""
+    return threads or len(os.sched_getaffinity(0))
 
 
 def _pick_file(path: Path, usable: Sequence[str]) -> Path:
@@ -164,7 +165,7 @@ def _session_options(threads: int) -> ort.SessionOptions:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Every core this process may use unless told; one inference (or one set of lanes) runs at a time.
-    options.intra_op_num_threads = threads or _cores()
+    options.intra_op_num_threads = session_threads(threads)
     options.inter_op_num_threads = 1
     return options
 

@@ -100,13 +100,12 @@ def streak_layer(
     seeds = (rng.random((height, width)) < density) * rng.uniform(0.5, 1.0, (height, width))
     if not seeds.any():
         return np.zeros((height, width), np.float32)
-    layer = _convolve(seeds, line_kernel(length, angle))
-    layer = _convolve(layer, gaussian_kernel(blur))
-    layer = np.clip(layer, 0.0, None)
+    line, soften = line_kernel(length, angle), gaussian_kernel(blur)
+    layer = np.clip(_convolve(_convolve(seeds, line), soften), 0.0, None)
     # Scale so that a lone full-strength streak peaks at `brightness` whatever its length and blur.
     lone = np.zeros((4 * math.ceil(length) + 16,) * 2)
     lone[lone.shape[0] // 2, lone.shape[1] // 2] = 1.0
-    peak = _convolve(_convolve(lone, line_kernel(length, angle)), gaussian_kernel(blur)).max()
+    peak = _convolve(_convolve(lone, line), soften).max()
     return np.clip(layer * (brightness / peak), 0.0, brightness).astype(np.float32)
 
 

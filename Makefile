@@ -21,7 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[train,dev]'
 	touch $@
 
-$(FP32): $(WEIGHTS) | venv
+# Rebuilt when the weights or the exporter (its graph rewrites included) change.
+$(FP32): $(WEIGHTS) $(wildcard model_export/*.py) | venv
 	$(PY) -m model_export --weights $(WEIGHTS) --out $(FP32) --optimize
 
 $(INT8): $(FP32)

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import torch
 
-from model_export.rewrite import prelu_as_max
+from model_export.rewrite import rewrite_for_cpu
 from mspfn.checkpoint import file_sha256, load_model
 from mspfn.complexity import macs_per_pixel
 from mspfn.model import MSPFN, pad_to_multiple
@@ -193,8 +193,7 @@ def write_optimized(source: Path, target: Path) -> None:
     import onnxruntime as ort
 
     graph = onnx.load(str(source))
-    rewritten = prelu_as_max(graph)
-    log.info("rewrote %d PRelu nodes as Max(x, a * x)", rewritten)
+    log.info("exact CPU rewrites: %s", rewrite_for_cpu(graph))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(target)

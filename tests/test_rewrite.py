@@ -1,0 +1,152 @@
+"""The CPU graph's exact rewrites (model_export.rewrite): same outputs as the original nodes in ONNX
+Runtime, and nodes they cannot prove equal left alone."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from model_export.rewrite import convtranspose_as_phases, prelu_as_elementwise, rewrite_for_cpu
+
+RNG = np.random.default_rng(0)
+
+
+def model(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], channels: int) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", channels, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * 4)],
+        [numpy_helper.from_array(value, name) for name, value in inits.items()],
+    )
+    result = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    result.ir_version = 8
+    return result
+
+
+def run(graph: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    onnx.checker.check_model(graph)
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["y"], {"x": x})[0]
+
+
+def convtranspose(
+    cin: int, cout: int, kernel: int, stride: int, pad: int, extra: int, **attrs
+) -> onnx.NodeProto:
+    return helper.make_node(
+        "ConvTranspose",
+        ["x", "w", *(["b"] if attrs.pop("bias", False) else [])],
+        ["y"],
+        kernel_shape=[kernel, kernel],
+        strides=[stride, stride],
+        pads=[pad, pad, pad, pad],
+        output_padding=[extra, extra],
+        **attrs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "pad", "extra", "bias", "phases"),
+    [
+        (3, 2, 1, 1, False, 4),  # MSPFN's Up: 1x1, 1x2, 2x1 and 2x2 phases
+        (4, 2, 1, 0, True, 4),  # the common 4x4 / 2 upsampler, with a bias
+        (2, 2, 0, 0, False, 4),  # no overlap
+        (3, 3, 0, 0, False, 9),  # stride 3
+        (3, 1, 1, 0, True, 1),  # stride 1: one phase, a plain (flipped) convolution
+    ],
+)
+def test_transposed_convolution_becomes_equal_phases(kernel, stride, pad, extra, bias, phases) -> None:
+    cin, cout = 5, 6
+    inits = {"w": RNG.standard_normal((cin, cout, kernel, kernel)).astype(np.float32)}
+    if bias:
+        inits["b"] = RNG.standard_normal(cout).astype(np.float32)
+    original = model([convtranspose(cin, cout, kernel, stride, pad, extra, bias=bias)], inits, cin)
+    rewritten = model([convtranspose(cin, cout, kernel, stride, pad, extra, bias=bias)], inits, cin)
+    assert convtranspose_as_phases(rewritten) == 1
+    ops = [node.op_type for node in rewritten.graph.node]
+    assert "ConvTranspose" not in ops and ops.count("Conv") == phases
+    x = RNG.standard_normal((2, cin, 7, 9)).astype(np.float32)  # odd sizes, batch 2
+    expected, actual = run(original, x), run(rewritten, x)
+    assert actual.shape == expected.shape == (2, cout, 7 * stride, 9 * stride)
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_prelu_after_the_transposed_convolution_moves_onto_the_phases() -> None:
+    cin, cout = 4, 16
+    inits = {
+        "w": RNG.standard_normal((cin, cout, 3, 3)).astype(np.float32),
+        "a": RNG.uniform(-0.5, 1.0, (cout, 1, 1)).astype(np.float32),
+    }
+    up = convtranspose(cin, cout, 3, 2, 1, 1)
+    up.output[0] = "t"
+    nodes = [up, helper.make_node("PRelu", ["t", "a"], ["y"])]
+    original, rewritten = model(nodes, inits, cin), model(nodes, inits, cin)
+    counts = rewrite_for_cpu(rewritten)
+    assert counts == {"convtranspose_as_phases": 1, "prelu_depthwise": 4, "prelu_max": 0}
+    ops = [node.op_type for node in rewritten.graph.node]
+    assert "PRelu" not in ops and "ConvTranspose" not in ops
+    assert {init.name for init in rewritten.graph.initializer}.isdisjoint({"w", "a"})  # pruned
+    x = RNG.standard_normal((1, cin, 6, 5)).astype(np.float32)
+    expected = run(original, x)
+    assert expected.min() < 0 < expected.max()
+    np.testing.assert_allclose(run(rewritten, x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "extra"),
+    [
+        ({"group": 2}, 1),  # grouped
+        ({"dilations": [2, 2]}, 1),  # dilated
+        ({}, 0),  # output 2H - 1: the phases would differ in size
+    ],
+)
+def test_transposed_convolutions_it_cannot_prove_equal_are_left_alone(attrs, extra) -> None:
+    cin = 4
+    w = RNG.standard_normal((cin, 4 // attrs.get("group", 1), 3, 3)).astype(np.float32)
+    graph = model([convtranspose(cin, 4, 3, 2, 1, extra, **attrs)], {"w": w}, cin)
+    assert convtranspose_as_phases(graph) == 0
+    assert [node.op_type for node in graph.graph.node] == ["ConvTranspose"]
+
+
+def conv_prelu(channels: int, slope: np.ndarray) -> onnx.ModelProto:
+    weight = RNG.standard_normal((channels, channels, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "k"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["c", "a"], ["y"], name="p"),
+    ]
+    return model(nodes, {"k": weight, "a": slope}, channels)
+
+
+def test_prelu_after_a_wide_conv_becomes_depthwise_relu_add() -> None:
+    slope = np.linspace(-0.5, 1.0, 16, dtype=np.float32).reshape(16, 1, 1)
+    original = conv_prelu(16, slope)
+    rewritten = copy.deepcopy(original)
+    assert prelu_as_elementwise(rewritten) == {"prelu_depthwise": 1, "prelu_max": 0}
+    assert [node.op_type for node in rewritten.graph.node] == ["Conv", "Conv", "Relu", "Add"]
+    x = RNG.standard_normal((2, 16, 9, 7)).astype(np.float32)
+    expected = run(original, x)
+    np.testing.assert_allclose(run(rewritten, x), expected, rtol=1e-6, atol=1e-6)
+    assert (expected[:, 10] < 0).any()  # negative inputs went through slope 0.5
+
+
+def test_prelu_elsewhere_becomes_max_bit_for_bit() -> None:
+    slope = np.array([-0.4, 0.0, 0.25, 1.0], np.float32).reshape(4, 1, 1)
+    original = conv_prelu(4, slope)  # 4 channels: no NCHWc layout
+    rewritten = copy.deepcopy(original)
+    assert prelu_as_elementwise(rewritten) == {"prelu_depthwise": 0, "prelu_max": 1}
+    assert [node.op_type for node in rewritten.graph.node] == ["Conv", "Mul", "Max"]
+    x = RNG.standard_normal((2, 4, 5, 7)).astype(np.float32)
+    expected = run(original, x)
+    np.testing.assert_array_equal(run(rewritten, x), expected)
+    assert expected[:, 2].min() < 0 < expected[:, 2].max()
+
+
+def test_prelu_with_a_slope_above_one_is_left_alone() -> None:
+    graph = conv_prelu(16, np.full((16, 1, 1), 1.5, np.float32))
+    assert prelu_as_elementwise(graph) == {"prelu_depthwise": 0, "prelu_max": 0}
+    assert [node.op_type for node in graph.graph.node] == ["Conv", "PRelu"]

@@ -75,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         note = results["machine"].get("note")  # type: ignore[union-attr]
         results["machine"]["note"] = f"{note}; {redone}" if note else redone  # type: ignore[index]
     repeats = 2 if args.quick else 5
+    # The CPU serving shape: the service's own tiles per call on the CPU (max_batch auto) x 256 px.
+    from service.main import serving_batch
+    from service.runtime import CPU
+    from service.settings import Settings
+
+    batch = serving_batch(Settings(model_path=args.model), CPU)
+    results["machine"]["serving_batch"] = batch  # type: ignore[index]
 
     from benchmarks import service_bench
 
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report.table(rows), file=sys.stderr)
         save(args.out, results)
     if "options" in sections:
-        results["options"] = engine.session_options_sweep(args.model, 256, 4, repeats)
+        results["options"] = engine.session_options_sweep(args.model, 256, batch, repeats)
         save(args.out, results)
     if "roofline" in sections:
         import onnx
@@ -105,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         save(args.out, results)
     if "profile" in sections:
-        results["profile"] = engine.op_profile(args.model, runs=1 if args.quick else 3)
+        results["profile"] = engine.op_profile(args.model, batch=batch, runs=1 if args.quick else 3)
         save(args.out, results)
     if "tiling" in sections:
         tiles = [128, 256] if args.quick else [128, 192, 256, 384, 512]
-        results["tiling"] = engine.tile_sweep(args.model, tiles, 32, 4, repeats)
+        results["tiling"] = engine.tile_sweep(args.model, tiles, 32, batch, repeats)
         save(args.out, results)
     for name in ("batching", "overhead", "memory"):
         if name in sections:

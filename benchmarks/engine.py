@@ -250,6 +250,21 @@ def static_shapes(onnx_path: Path, batch: int, tile: int) -> bytes:
     return onnx.shape_inference.infer_shapes(graph).SerializeToString()
 
 
+def rewritten(onnx_path: Path, transposed: bool = True, prelu: bool = True) -> bytes:
+    """The exported graph with a subset of the CPU graph's exact rewrites (model_export.rewrite)."""
+    import onnx
+
+    from model_export import rewrite
+
+    graph = onnx.load(str(onnx_path))
+    if transposed:
+        rewrite.convtranspose_as_phases(graph)
+    if prelu:
+        rewrite.prelu_as_elementwise(graph)
+    rewrite.prune_initializers(graph)
+    return graph.SerializeToString()
+
+
 def session_options_sweep(onnx_path: Path, tile: int, batch: int, repeats: int) -> list[dict[str, object]]:
     """Which ONNX Runtime CPU settings pay, at the serving tile shape (relative to the service's own)."""
     import onnxruntime as ort
@@ -270,10 +285,12 @@ def session_options_sweep(onnx_path: Path, tile: int, batch: int, repeats: int) 
         options.enable_cpu_mem_arena = arena
         return options
 
-    service = service_graph(onnx_path)  # PRelu rewritten and ORT-optimized, when exported so
+    service = service_graph(onnx_path)  # exact rewrites and ORT-optimized, when exported so
     variants: dict[str, tuple[Path | bytes, ort.SessionOptions]] = {
         "service (CPU graph, all optimizations incl. NCHWc layout, all cores)": (service, configure()),
-        "portable graph (PRelu as exported, no rewrite)": (onnx_path, configure()),
+        "portable graph (as exported: no rewrites)": (onnx_path, configure()),
+        "rewrite: PReLU only": (rewritten(onnx_path, transposed=False), configure()),
+        "rewrite: transposed convolutions only": (rewritten(onnx_path, prelu=False), configure()),
         f"static shapes ({batch}x3x{tile}x{tile})": (static_shapes(service, batch, tile), configure()),
         "extended optimizations only (no NCHWc layout)": (service, configure(level.ORT_ENABLE_EXTENDED)),
         "basic optimizations only": (service, configure(level.ORT_ENABLE_BASIC)),

@@ -20,15 +20,17 @@ def markdown(results: Mapping[str, object]) -> str:
     note = f" Note: {machine['note']}." if machine.get("note") else ""
     where = f"{machine['cpu']}, {machine['cores']} cores; {machine['date']}; commit {machine['commit']}."
     parts = [f"Machine: {where}{note}"]
+    shape = f"{machine.get('serving_batch', 4)} x 256x256"  # the CPU serving shape of that run
     titles = {
         "engine": "Engine: ONNX Runtime vs PyTorch eager (speedup = torch time / ORT time)",
         "roofline": "Roofline: achieved GFLOP/s (2 x MACs x pixels/s) vs measured SGEMM peak",
         "conv_ceiling": "Ceiling: plain 3x3 conv stacks (bias + ReLU fused) by channel width, 4 x 256x256, "
         "vs the same SGEMM peak",
-        "profile": "Where ONNX Runtime's time goes (4 x 256x256, ORT profiler): share of kernel time "
+        "profile": f"Where ONNX Runtime's time goes ({shape}, ORT profiler): share of kernel time "
         "by operator",
-        "options": "ONNX Runtime CPU settings at the serving shape (4 x 256x256)",
-        "tiling": "Tile sweep (batch 4, overlap 32): engine MP/s, overlap inflation for a 12 MP photo",
+        "options": f"ONNX Runtime CPU settings at the serving shape ({shape})",
+        "tiling": f"Tile sweep (batch {machine.get('serving_batch', 4)}, overlap 32): engine MP/s, overlap "
+        "inflation for a 12 MP photo",
         "batching": "Batching through HTTP (one-tile 256x256 requests)",
         "overhead": "HTTP end-to-end vs engine time for the same tiles",
         "memory": "Service memory (RSS)",

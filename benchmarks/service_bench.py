@@ -127,8 +127,9 @@ def batching(model: Path, quick: bool = False) -> list[dict[str, object]]:
     """One-tile requests (256x256), so only cross-request batching can fill a batch."""
     body = crop_png(256)
     rows: list[dict[str, object]] = []
-    # cpu_lanes 0 = min(max_batch, cores) lanes; 1 (the default) = none.
-    configs = (("on, CPU lanes", "4", "0"), ("on (default)", "4", "1"), ("off", "1", "1"))
+    # cpu_lanes 0 = min(max_batch, cores) lanes; 1 (the default) = none. max_batch 0 (the default) is
+    # 1 on the CPU, so "off" is also what the service does by default there.
+    configs = (("on, CPU lanes", "4", "0"), ("on", "4", "1"), ("off (CPU default)", "1", "1"))
     for label, max_batch, lanes in configs:
         with running_service(model, max_batch=max_batch, cpu_lanes=lanes) as (url, _):
             for concurrency in (1, 4) if quick else (1, 4, 16):
@@ -163,9 +164,12 @@ def _engine_seconds(model: Path, tiles: int, tile: int, batch: int) -> float:
 
 
 def overhead(model: Path, quick: bool = False) -> list[dict[str, object]]:
+    from service.main import serving_batch
+    from service.runtime import CPU
     from service.settings import Settings
 
     settings = Settings(model_path=model)
+    batch = serving_batch(settings, CPU)
     rows: list[dict[str, object]] = []
     with running_service(model, request_timeout_s="1800") as (url, _):
         for megapixels in (1.0,) if quick else (1.0, 12.0):
@@ -177,7 +181,7 @@ def overhead(model: Path, quick: bool = False) -> list[dict[str, object]]:
             http_s = time.perf_counter() - started
             response.raise_for_status()
             tiles = int(response.headers["X-Derain-Tiles"])
-            engine_s = _engine_seconds(model, tiles, settings.tile_size, settings.max_batch)
+            engine_s = _engine_seconds(model, tiles, settings.tile_size, batch)
             rows.append(
                 {
                     "megapixels": megapixels,

@@ -30,14 +30,23 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 RunnerFactory = Callable[[Settings], Runner]
+GPU_BATCH = 4  # tiles per inference call on CUDA when DERAIN_MAX_BATCH is 0 (auto)
 DESCRIPTION = (
     "Removes rain streaks from photos with MSPFN (CVPR 2020) on ONNX Runtime. Large images are cut into "
     "overlapping fixed-size tiles, batched across requests and stitched back seam-free."
 )
 
 
+def serving_batch(settings: Settings, provider: str) -> int:
+    """Tiles per inference call: max_batch, or (0) GPU_BATCH on CUDA and 1 on the CPU, where ONNX Runtime
+    runs a batch of tiles slower per tile than the same tiles one by one (benchmarks/)."""
+    if settings.max_batch:
+        return settings.max_batch
+    return min(GPU_BATCH, settings.max_queue_tiles) if provider == CUDA else 1
+
+
 def load_onnx(settings: Settings) -> Runner:
-    lanes = settings.cpu_lanes or min(settings.max_batch, session_threads(settings.threads))
+    lanes = settings.cpu_lanes or min(serving_batch(settings, CPU), session_threads(settings.threads))
     return load_runner(settings.model_path, settings.providers, settings.threads, lanes)
 
 
@@ -79,9 +88,10 @@ async def _serve(
         state.startup_error = str(error)
         log.error("cannot serve the model: %s", error)
         raise
-    _publish_model(state, settings, runner)
+    max_batch = serving_batch(settings, runner.active_provider)
+    _publish_model(state, settings, runner, max_batch)
     batcher = Batcher(
-        runner.run, state.metrics, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queue_tiles
+        runner.run, state.metrics, max_batch, settings.max_wait_ms / 1000, settings.max_queue_tiles
     )
     batcher.start()
     state.lifecycle.on_abandon(batcher.stop)
@@ -93,8 +103,10 @@ async def _serve(
         runner.info.pad_multiple,
         settings.max_pixels,
     )
-    warm_up = asyncio.create_task(_warm_up(state.lifecycle, runner, batcher, settings), name="derain-warm-up")
-    log.info("serving", extra={"settings": _public(settings)})
+    warm_up = asyncio.create_task(
+        _warm_up(state.lifecycle, runner, batcher, settings.tile_size, max_batch), name="derain-warm-up"
+    )
+    log.info("serving", extra={"settings": _public(settings), "max_batch": max_batch})
     try:
         yield
     finally:
@@ -115,7 +127,7 @@ def _check_tile(settings: Settings, runner: Runner) -> None:
         )
 
 
-def _publish_model(state: ServiceState, settings: Settings, runner: Runner) -> None:
+def _publish_model(state: ServiceState, settings: Settings, runner: Runner, max_batch: int) -> None:
     info = runner.info
     fallback = CUDA in runner.requested_providers and runner.active_provider != CUDA
     state.metrics.set_model(
@@ -131,17 +143,17 @@ def _publish_model(state: ServiceState, settings: Settings, runner: Runner) -> N
         "provider": runner.active_provider,
         "precision": info.precision,
         "tile_size": str(settings.tile_size),
+        "max_batch": str(max_batch),
     }
 
 
-async def _warm_up(lifecycle: Lifecycle, runner: Runner, batcher: Batcher, settings: Settings) -> None:
+async def _warm_up(lifecycle: Lifecycle, runner: Runner, batcher: Batcher, tile: int, max_batch: int) -> None:
     """Run the serving tile shape once per batch size the GPU will see (cuDNN search, arena); on CPU one
     tile, and one full batch when there are lanes (their sessions)."""
     if runner.active_provider == CPU:
-        sizes = sorted({1, settings.max_batch}) if runner.lanes > 1 else [1]
+        sizes = sorted({1, max_batch}) if runner.lanes > 1 else [1]
     else:
-        sizes = list(range(1, settings.max_batch + 1))
-    tile = settings.tile_size
+        sizes = list(range(1, max_batch + 1))
     try:
         for size in sizes:
             batch = np.full((size, 3, tile, tile), 0.5, np.float32)

@@ -58,10 +58,12 @@ def test_harness_writes_json_and_markdown(tiny_onnx: Path, tiny_weights: Path, t
     assert "Conv" in shares and 0.9 < sum(shares.values()) <= 1.0 + 1e-6  # ops under 0.5% left out
     assert all(row["nodes"] >= 1 for row in data["profile"])
     assert [row["tile"] for row in data["tiling"]] == [128, 256]
-    assert data["options"][0]["vs_service"] == 1.0 and len(data["options"]) >= 8
-    assert any(row["variant"].startswith("static shapes (4x3x256x256") for row in data["options"])
+    assert data["machine"]["serving_batch"] == 1  # max_batch auto: one tile per call on the CPU
+    assert data["options"][0]["vs_service"] == 1.0 and len(data["options"]) >= 10
+    variants = [row["variant"] for row in data["options"]]
+    assert "static shapes (1x3x256x256)" in variants and "rewrite: PReLU only" in variants
     markdown = result.with_suffix(".md").read_text()
-    assert "| size | batch | ort_ms |" in markdown
+    assert "| size | batch | ort_ms |" in markdown and "serving shape (1 x 256x256)" in markdown
     assert report.table([]) == ""
 
 

@@ -41,7 +41,7 @@ def test_readiness_follows_warm_up_and_shutdown(
         body = client.get("/readyz").json()
         assert body == {
             "status": "ready", "preset": "fake", "provider": "CPUExecutionProvider",
-            "precision": "fp32", "tile_size": "64",
+            "precision": "fp32", "tile_size": "64", "max_batch": "1",  # auto: 1 on the CPU
         }  # fmt: skip
         app.state.service.lifecycle.begin_shutdown()  # what SIGTERM does under `python -m service`
         assert client.get("/readyz").json() == {"detail": "the service is shutting down; retry elsewhere"}

@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 from pydantic import ValidationError
 
+from service.main import serving_batch
 from service.runtime import CPU, CUDA, ModelError, load_runner
 from service.settings import DEFAULT_TILE_SIZE, Settings
 
@@ -146,7 +147,7 @@ def test_settings_defaults_and_environment(tiny_onnx: Path, monkeypatch: pytest.
     settings = Settings()
     assert settings.providers == (CPU,)
     assert settings.tile_size == DEFAULT_TILE_SIZE == 256 and settings.tile_overlap == 32
-    assert (settings.max_batch, settings.max_wait_ms, settings.max_queue_tiles) == (4, 5.0, 256)
+    assert (settings.max_batch, settings.max_wait_ms, settings.max_queue_tiles) == (0, 5.0, 256)
     assert (settings.request_timeout_s, settings.max_pixels, settings.drain_timeout_s) == (
         120,
         40_000_000,
@@ -154,6 +155,23 @@ def test_settings_defaults_and_environment(tiny_onnx: Path, monkeypatch: pytest.
     )
     assert settings.max_upload_bytes == 50 * 1024 * 1024
     assert settings.api_key is not None and "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "provider", "batch"),
+    [
+        ({}, CPU, 1),  # auto: one tile per call on the CPU
+        ({}, CUDA, 4),  # auto: GPU_BATCH on CUDA
+        ({"max_queue_tiles": 2}, CUDA, 2),  # never more than the queue holds
+        ({"max_batch": 8}, CPU, 8),  # an explicit value wins everywhere
+        ({"max_batch": 3}, CUDA, 3),
+    ],
+)
+def test_serving_batch_is_per_provider_unless_set(
+    tiny_onnx: Path, overrides: dict[str, object], provider: str, batch: int
+) -> None:
+    settings = Settings(model_path=tiny_onnx, **overrides)  # type: ignore[arg-type]
+    assert serving_batch(settings, provider) == batch
 
 
 @pytest.mark.parametrize(

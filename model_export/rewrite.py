@@ -22,6 +22,9 @@ and leaves alone any node it cannot prove equivalent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -77,90 +80,186 @@ def _phase_taps(kernel: int, stride: int, pad: int, phase: int) -> list[tuple[in
     return [(k, (phase + pad - k) // stride) for k in range(kernel) if (phase + pad - k) % stride == 0]
 
 
+@dataclass
+class _Phases:
+    """A rewritten transposed convolution before its interleave: phase tensors [row][column]."""
+
+    name: str  # prefix for the nodes and tensors it adds
+    tensors: list[list[str]]  # each (N, C, H, W); the interleave is (N, C, strides[0] H, strides[1] W)
+    strides: tuple[int, int]
+
+
 def convtranspose_as_phases(graph: onnx.ModelProto) -> int:
     """Rewrite, in place, each 2-D ConvTranspose (constant weights, one group, no dilation) whose output is
-    exactly `stride` times its input in both dimensions; returns how many."""
+    exactly `stride` times its input in both dimensions; returns how many.
+
+    Where two such outputs are only added together (a + up1(x) + up2(y), as MSPFN fuses scales), their
+    phases are added before one interleave instead of interleaving each: interleave(P) + interleave(Q) =
+    interleave(P + Q), reassociated from (a + up1) + up2 to a + (up1 + up2).
+    """
     values = constants(graph)
     users = _consumers(graph)
-    absorbed: set[str] = set()
+    plans: dict[str, tuple[onnx.NodeProto, list[list[tuple[np.ndarray, list[int]]]], onnx.NodeProto | None]]
+    plans = {}  # result tensor (after an absorbed PRelu) -> (ConvTranspose, phase plan, PRelu)
+    for node in graph.graph.node:
+        plan = _phase_plan(node, values)
+        if plan is not None:
+            after = users.get(node.output[0], [])
+            prelu = after[0] if len(after) == 1 and _is_constant_prelu(after[0], values) else None
+            plans[prelu.output[0] if prelu else node.output[0]] = (node, plan, prelu)
+    if not plans:
+        return 0
+    sums = _sums_of_two(
+        graph, {result: (len(plan), len(plan[0])) for result, (_, plan, _) in plans.items()}, users
+    )
+    absorbed = {prelu.output[0] for _, _, prelu in plans.values() if prelu is not None}
+    inner_adds = {inner.output[0] for inner, _, _ in sums.values()}
+    deferred = {result for _, pair, _ in sums.values() for result in pair}
+    by_node = {node.output[0]: result for result, (node, _, _) in plans.items()}
+    done: dict[str, _Phases] = {}
     nodes: list[onnx.NodeProto] = []
     added: list[onnx.TensorProto] = []
-    count = 0
     for node in graph.graph.node:
-        if node.output[0] in absorbed:
+        output = node.output[0] if node.output else ""
+        if output in absorbed or output in inner_adds:
             continue
-        phases = _phase_plan(node, values)
-        if phases is None:
+        if output in by_node:
+            result = by_node[output]
+            phases = done[result] = _emit_phases(*plans[result], values, nodes, added)
+            if result not in deferred:
+                _emit_interleave(phases, result, nodes, added)
+        elif output in sums:
+            _, (first, second), other = sums[output]
+            one, two = done[first], done[second]
+            total = [
+                [f"{output}__phase{row}{column}_sum" for column in range(len(one.tensors[0]))]
+                for row in range(len(one.tensors))
+            ]
+            for row, names in enumerate(total):
+                for column, name in enumerate(names):
+                    pair = [one.tensors[row][column], two.tensors[row][column]]
+                    nodes.append(helper.make_node("Add", pair, [name], name=name))
+            upsampled = f"{output}__upsampled"
+            _emit_interleave(_Phases(f"{output}__sum", total, one.strides), upsampled, nodes, added)
+            nodes.append(helper.make_node("Add", [other, upsampled], [output], name=node.name or output))
+        else:
             nodes.append(node)
+    added += [
+        numpy_helper.from_array(np.array([-1], np.int64), _AXIS_LAST),
+        numpy_helper.from_array(np.array([3], np.int64), _AXIS_3),
+    ]
+    del graph.graph.node[:]
+    graph.graph.node.extend(nodes)
+    graph.graph.initializer.extend(added)
+    return len(plans)
+
+
+def _sums_of_two(
+    graph: onnx.ModelProto, strides: Mapping[str, tuple[int, int]], users: dict[str, list[onnx.NodeProto]]
+) -> dict[str, tuple[onnx.NodeProto, tuple[str, str], str]]:
+    """Adds (a + R1) + R2, in any operand order, where R1 and R2 are rewritten results with the same
+    strides, each used only there, and a + R1 is used only there (so it can go). R1 + R2 being added
+    means their shapes agree (or broadcast), and so do their phases'.
+    Returns the outer Add's output -> (inner Add node, (R1, R2), a)."""
+    producers = {output: node for node in graph.graph.node for output in node.output}
+    used: set[str] = set()
+    found: dict[str, tuple[onnx.NodeProto, tuple[str, str], str]] = {}
+
+    def lone(name: str) -> bool:
+        return name in strides and name not in used and len(users.get(name, [])) == 1
+
+    for outer in graph.graph.node:
+        if outer.op_type != "Add" or len(outer.input) != 2:
             continue
-        after = users.get(node.output[0], [])
-        prelu = after[0] if len(after) == 1 and _is_constant_prelu(after[0], values) else None
-        result = prelu.output[0] if prelu is not None else node.output[0]
-        name = node.name or node.output[0]
-        if prelu is not None:
-            absorbed.add(prelu.output[0])
-            added.append(numpy_helper.from_array(values[prelu.input[1]], f"{name}__slope"))
-        bias = [node.input[2]] if len(node.input) > 2 and node.input[2] else []
-        rows = []
-        for row, row_phases in enumerate(phases):
-            columns = []
-            for column, (kernel, pads) in enumerate(row_phases):
-                phase = f"{name}__phase{row}{column}"
-                added.append(numpy_helper.from_array(kernel, f"{phase}_weight"))
-                nodes.append(
-                    helper.make_node(
-                        "Conv",
-                        [node.input[0], f"{phase}_weight", *bias],
-                        [phase],
-                        name=phase,
-                        kernel_shape=list(kernel.shape[2:]),
-                        pads=pads,
-                    )
-                )
-                if prelu is not None:
-                    nodes.append(
-                        helper.make_node(
-                            "PRelu", [phase, f"{name}__slope"], [f"{phase}_act"], name=f"{phase}_act"
-                        )
-                    )
-                    phase = f"{phase}_act"
-                # (N, C, H, W) -> (N, C, H, W, 1): the column phases meet along a new last axis.
-                nodes.append(
-                    helper.make_node("Unsqueeze", [phase, _AXIS_LAST], [f"{phase}_u"], name=f"{phase}_u")
-                )
-                columns.append(f"{phase}_u")
-            interleaved = f"{name}__row{row}"  # (N, C, H, W, s): row `row` of every output pixel block
-            nodes.append(helper.make_node("Concat", columns, [interleaved], name=interleaved, axis=-1))
+        for inner_sum, second in (outer.input, outer.input[::-1]):
+            inner = producers.get(inner_sum)
+            if inner is None or inner.op_type != "Add" or len(inner.input) != 2 or not lone(second):
+                continue
+            if len(users.get(inner_sum, [])) != 1:
+                continue
+            for other, first in (inner.input, inner.input[::-1]):
+                if first != second and lone(first) and strides[first] == strides[second]:
+                    found[outer.output[0]] = (inner, (first, second), other)
+                    used.update((first, second))
+                    break
+            if outer.output[0] in found:
+                break
+    return found
+
+
+def _emit_phases(
+    node: onnx.NodeProto,
+    plan: list[list[tuple[np.ndarray, list[int]]]],
+    prelu: onnx.NodeProto | None,
+    values: dict[str, np.ndarray],
+    nodes: list[onnx.NodeProto],
+    added: list[onnx.TensorProto],
+) -> _Phases:
+    """One Conv per output phase (then the absorbed PRelu, if any) over the transposed conv's input."""
+    name = node.name or node.output[0]
+    if prelu is not None:
+        added.append(numpy_helper.from_array(values[prelu.input[1]], f"{name}__slope"))
+    bias = [node.input[2]] if len(node.input) > 2 and node.input[2] else []
+    tensors: list[list[str]] = []
+    for row, row_plan in enumerate(plan):
+        tensors.append([])
+        for column, (kernel, pads) in enumerate(row_plan):
+            phase = f"{name}__phase{row}{column}"
+            added.append(numpy_helper.from_array(kernel, f"{phase}_weight"))
             nodes.append(
                 helper.make_node(
-                    "Unsqueeze", [interleaved, _AXIS_3], [f"{interleaved}_u"], name=f"{interleaved}_u"
+                    "Conv",
+                    [node.input[0], f"{phase}_weight", *bias],
+                    [phase],
+                    name=phase,
+                    kernel_shape=list(kernel.shape[2:]),
+                    pads=pads,
                 )
             )
-            rows.append(f"{interleaved}_u")
-        blocks = f"{name}__blocks"  # (N, C, H, s, W, s), which is (N, C, s H, s W) in memory
-        nodes.append(helper.make_node("Concat", rows, [blocks], name=blocks, axis=3))
-        size, strides = f"{name}__size", f"{name}__strides"
-        added.append(numpy_helper.from_array(np.array([len(phases), len(phases[0])], np.int64), strides))
-        nodes += [
-            helper.make_node("Shape", [node.input[0]], [f"{size}_in"], name=f"{size}_in", start=2),
-            helper.make_node("Mul", [f"{size}_in", strides], [f"{size}_out"], name=f"{size}_out"),
-            helper.make_node("Concat", [_KEEP_NC, f"{size}_out"], [size], name=size, axis=0),
-            helper.make_node("Reshape", [blocks, size], [result], name=f"{name}__reshape"),
-        ]
-        count += 1
-    if count:
-        added += [
-            numpy_helper.from_array(np.array([-1], np.int64), _AXIS_LAST),
-            numpy_helper.from_array(np.array([3], np.int64), _AXIS_3),
-            numpy_helper.from_array(np.array([0, 0], np.int64), _KEEP_NC),  # Reshape: keep N and C
-        ]
-        del graph.graph.node[:]
-        graph.graph.node.extend(nodes)
-        graph.graph.initializer.extend(added)
-    return count
+            if prelu is not None:
+                nodes.append(
+                    helper.make_node(
+                        "PRelu", [phase, f"{name}__slope"], [f"{phase}_act"], name=f"{phase}_act"
+                    )
+                )
+                phase = f"{phase}_act"
+            tensors[-1].append(phase)
+    return _Phases(name, tensors, (len(plan), len(plan[0])))
 
 
-_AXIS_LAST, _AXIS_3, _KEEP_NC = "rewrite__axis_last", "rewrite__axis_3", "rewrite__keep_nc"
+def _emit_interleave(
+    phases: _Phases, result: str, nodes: list[onnx.NodeProto], added: list[onnx.TensorProto]
+) -> None:
+    """Phase tensors (N, C, H, W) -> `result` (N, C, sH, sW): two Concats over new axes and a Reshape,
+    each a plain block copy."""
+    name, rows = phases.name, []
+    for row, tensors in enumerate(phases.tensors):
+        columns = []
+        for tensor in tensors:  # (N, C, H, W) -> (N, C, H, W, 1): the columns meet along a new last axis
+            nodes.append(
+                helper.make_node("Unsqueeze", [tensor, _AXIS_LAST], [f"{tensor}_u"], name=f"{tensor}_u")
+            )
+            columns.append(f"{tensor}_u")
+        interleaved = f"{name}__row{row}"  # (N, C, H, W, s): row `row` of every output pixel block
+        nodes.append(helper.make_node("Concat", columns, [interleaved], name=interleaved, axis=-1))
+        nodes.append(
+            helper.make_node(
+                "Unsqueeze", [interleaved, _AXIS_3], [f"{interleaved}_u"], name=f"{interleaved}_u"
+            )
+        )
+        rows.append(f"{interleaved}_u")
+    blocks = f"{name}__blocks"  # (N, C, H, s, W, s), which is (N, C, s H, s W) in memory
+    nodes.append(helper.make_node("Concat", rows, [blocks], name=blocks, axis=3))
+    size, scale = f"{name}__size", f"{name}__scale"
+    added.append(numpy_helper.from_array(np.array([1, 1, *phases.strides], np.int64), scale))
+    nodes += [  # the output shape: a phase's (N, C, H, W) times (1, 1, s, s)
+        helper.make_node("Shape", [phases.tensors[0][0]], [f"{size}_phase"], name=f"{size}_phase"),
+        helper.make_node("Mul", [f"{size}_phase", scale], [size], name=size),
+        helper.make_node("Reshape", [blocks, size], [result], name=f"{name}__reshape"),
+    ]
+
+
+_AXIS_LAST, _AXIS_3 = "rewrite__axis_last", "rewrite__axis_3"
 
 
 def _is_constant_prelu(node: onnx.NodeProto, values: dict[str, np.ndarray]) -> bool:

@@ -150,3 +150,36 @@ def test_prelu_with_a_slope_above_one_is_left_alone() -> None:
     graph = conv_prelu(16, np.full((16, 1, 1), 1.5, np.float32))
     assert prelu_as_elementwise(graph) == {"prelu_depthwise": 0, "prelu_max": 0}
     assert [node.op_type for node in graph.graph.node] == ["Conv", "PRelu"]
+
+
+def two_upsamplers(extra_use: bool) -> onnx.ModelProto:
+    """y = (x + up1(x)) + up2(x): MSPFN's a + up(v) + up(x2), with both ups followed by a PReLU."""
+    cin, cout = 16, 16
+    nodes, inits = [], {}
+    for index in (1, 2):
+        inits[f"w{index}"] = RNG.standard_normal((cin, cout, 3, 3)).astype(np.float32)
+        inits[f"a{index}"] = RNG.uniform(0, 0.5, (cout, 1, 1)).astype(np.float32)
+        up = convtranspose(cin, cout, 3, 2, 1, 1)
+        up.input[1], up.output[0] = f"w{index}", f"t{index}"
+        nodes += [up, helper.make_node("PRelu", [f"t{index}", f"a{index}"], [f"u{index}"])]
+    inits["s"] = np.array([1, 1, 2, 2], np.float32)
+    nodes += [
+        helper.make_node("Resize", ["x", "", "s"], ["big"], mode="nearest"),
+        helper.make_node("Add", ["big", "u1"], ["partial"]),
+        helper.make_node("Add", ["partial", "u2"], ["sum" if extra_use else "y"]),
+    ]
+    if extra_use:  # u1 is also used on its own: its interleave must stay
+        nodes.append(helper.make_node("Sub", ["sum", "u1"], ["y"]))
+    return model(nodes, inits, cin)
+
+
+@pytest.mark.parametrize(("extra_use", "interleaves"), [(False, 1), (True, 2)])
+def test_two_upsampled_terms_share_one_interleave(extra_use: bool, interleaves: int) -> None:
+    original = two_upsamplers(extra_use)
+    rewritten = copy.deepcopy(original)
+    assert rewrite_for_cpu(rewritten)["convtranspose_as_phases"] == 2
+    assert [node.op_type for node in rewritten.graph.node].count("Reshape") == interleaves
+    x = RNG.standard_normal((2, 16, 5, 6)).astype(np.float32)
+    expected = run(original, x)
+    assert expected.shape == (2, 16, 10, 12)
+    np.testing.assert_allclose(run(rewritten, x), expected, rtol=1e-5, atol=1e-5)

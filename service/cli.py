@@ -123,7 +123,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     local.add_argument(
         "--overlap", type=_int_in(0, 4096), help=f"tile overlap, px (default {DEFAULT_OVERLAP})"
     )
-    local.add_argument("--batch", type=_int_in(1, 256), help="tiles per model call (default 4)")
+    local.add_argument(
+        "--batch", type=_int_in(1, 256), help="tiles per model call (default: 4 on CUDA, 1 on the CPU)"
+    )
     local.add_argument("--threads", type=_int_in(0, 1024), help="CPU threads (default 0: all cores)")
     server = parser.add_argument_group("running service")
     server.add_argument("--url", help="base URL of a running service, e.g. http://127.0.0.1:8000")
@@ -156,7 +158,7 @@ def make_backend(args: argparse.Namespace) -> Backend:
         args.providers.split(",") if args.providers else None,
         tile_size=args.tile_size or DEFAULT_TILE_SIZE,
         overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap,
-        batch=args.batch or 4,
+        batch=args.batch or 0,
         threads=args.threads or 0,
     )
 

@@ -31,7 +31,7 @@ from service.pipeline import (
     split,
     stitch,
 )
-from service.runtime import CPU, CUDA, ModelError, Runner, load_runner, session_threads
+from service.runtime import CPU, CUDA, ModelError, Runner, default_batch, load_runner, session_threads
 
 # Local files are the user's own: a limit well above the service's, still short of Pillow's bomb check.
 MAX_PIXELS = 100_000_000  # ~3 GB of RAM at the peak
@@ -81,11 +81,12 @@ class LocalBackend:
         batch: int,
         threads: int,
     ) -> LocalBackend:
-        """providers None: CUDA when this onnxruntime has it, else CPU, without the runtime's warnings."""
+        """providers None: CUDA when this onnxruntime has it, else CPU, without the runtime's warnings.
+        batch 0: the provider's default (runtime.default_batch); a batch set on the CPU runs on lanes."""
         quiet = contextlib.nullcontext() if providers else _logs_at(logging.CRITICAL, "service.runtime")
         try:
             with quiet:
-                lanes = min(batch, session_threads(threads))
+                lanes = min(batch, session_threads(threads)) if batch else 1
                 runner = load_runner(model, providers or (CUDA, CPU), threads, lanes=lanes)
         except ModelError as error:
             raise Fatal(str(error)) from None
@@ -93,7 +94,7 @@ class LocalBackend:
             plan_grid(1, 1, tile_size, overlap, runner.info.pad_multiple)
         except ValueError as error:
             raise Fatal(f"--tile-size/--overlap: {error}") from None
-        return cls(runner, tile_size, overlap, batch)
+        return cls(runner, tile_size, overlap, batch or default_batch(runner.active_provider))
 
     def derain(self, data: bytes, fmt: OutputFormat | None, quality: int | None) -> Encoded:
         original, derained = self.derain_pixels(data)

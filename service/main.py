@@ -24,13 +24,12 @@ from service.engine import Derainer, Lifecycle, ServiceState
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.middleware import RequestContext
-from service.runtime import CPU, CUDA, ModelError, Runner, load_runner, session_threads
+from service.runtime import CPU, CUDA, ModelError, Runner, default_batch, load_runner, session_threads
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 RunnerFactory = Callable[[Settings], Runner]
-GPU_BATCH = 4  # tiles per inference call on CUDA when DERAIN_MAX_BATCH is 0 (auto)
 DESCRIPTION = (
     "Removes rain streaks from photos with MSPFN (CVPR 2020) on ONNX Runtime. Large images are cut into "
     "overlapping fixed-size tiles, batched across requests and stitched back seam-free."
@@ -38,11 +37,9 @@ DESCRIPTION = (
 
 
 def serving_batch(settings: Settings, provider: str) -> int:
-    """Tiles per inference call: max_batch, or (0) GPU_BATCH on CUDA and 1 on the CPU, where ONNX Runtime
-    runs a batch of tiles slower per tile than the same tiles one by one (benchmarks/)."""
-    if settings.max_batch:
-        return settings.max_batch
-    return min(GPU_BATCH, settings.max_queue_tiles) if provider == CUDA else 1
+    """Tiles per inference call: max_batch, or (0) the provider's default (runtime.default_batch), never
+    more than the queue holds."""
+    return settings.max_batch or min(default_batch(provider), settings.max_queue_tiles)
 
 
 def load_onnx(settings: Settings) -> Runner:

@@ -6,10 +6,12 @@ provider really active. `OnnxRunner.run(batch) -> batch` takes and returns (N, 3
 [0, 1], H and W multiples of `ModelInfo.pad_multiple`.
 
 CPU lanes (like Triton's CPU instance groups): on the CPU provider a batch of at least `lanes` tiles is
-split over `lanes` extra sessions of cores/lanes threads each, run side by side. One tile rarely keeps
-every core busy (ONNX Runtime's element-wise ops and transposed convolutions scale poorly with threads:
-2 threads give 1.55x over 1 on the lite model), so a batch cut into lanes goes faster than the batch
-on all cores at once; a lone tile still gets every core, for latency.
+split over `lanes` extra sessions of cores/lanes threads each, run side by side; a lone tile still gets
+every core, for latency. Lanes pay where one tile cannot keep every core busy (many cores, or kernels
+that do not scale with threads: before the CPU graph's rewrites ONNX Runtime's ConvTranspose ran a
+single-threaded col2im and lanes gave 1.21x on 2 cores). With the rewritten graph two threads run one
+tile 2x faster than one, lanes give 1.04x over a batch on one session and one tile per call (the CPU
+default) beats both, so lanes are opt-in.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+GPU_BATCH = 4  # tiles per inference call on CUDA unless told otherwise
 SUPPORTED_EXPORTERS = {"1"}
 REQUIRED_METADATA = ("preset", "pad_multiple", "value_range", "layout", "weights_sha256", "exporter_version")
 # Tiles have one fixed shape, so the exhaustive cuDNN search runs once per batch size (at warm-up) and
@@ -142,6 +145,13 @@ def load_runner(model_path: Path, providers: Sequence[str], threads: int = 0, la
     runner = OnnxRunner(session, info, providers, lane_sessions)
     _report(runner)
     return runner
+
+
+def default_batch(provider: str) -> int:
+    """Tiles per inference call unless told otherwise: GPU_BATCH on CUDA, 1 elsewhere. On the CPU, ONNX
+    Runtime runs a batch of tiles slower per tile than the same tiles one by one (4 x 256 px: 0.83-0.93x
+    on 2 cores; README, Performance), and one tile already keeps every core busy."""
+    return GPU_BATCH if provider == CUDA else 1
 
 
 def session_threads(threads: int) -> int:

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     tile_overlap: int = Field(default=32, ge=0)
     # tiles per inference call: larger = more GPU throughput, more latency and memory per call.
     # 0 = per provider (`serving_batch`): 4 on CUDA; 1 on CPU, where a batch runs slower per tile than
-    # single tiles (4 x 256 px at once: 0.84x on 2 cores, see benchmarks/).
+    # single tiles (4 x 256 px at once: 0.83-0.93x on 2 cores; README, Performance).
     max_batch: int = Field(default=0, ge=0, le=256)
     # ms a partial batch waits for more tiles: longer = fuller batches, slower lone requests.
     max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)

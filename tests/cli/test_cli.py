@@ -167,3 +167,14 @@ def test_the_console_script_is_this_main_and_needs_no_torch() -> None:
     assert scripts["derain"] == "service.cli:main"
     check = "import sys, service.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", check], cwd=REPO, check=True, timeout=60)
+
+
+@pytest.mark.parametrize(("batch", "expected", "lanes"), [(0, 1, 1), (3, 3, 2)])
+def test_local_batch_defaults_to_one_tile_per_call_on_the_cpu(
+    tiny_onnx: Path, batch: int, expected: int, lanes: int
+) -> None:
+    from service.cli_backends import LocalBackend
+
+    backend = LocalBackend.load(tiny_onnx, [CPU], tile_size=64, overlap=16, batch=batch, threads=2)
+    assert backend._batch == expected  # 0: the provider's default (runtime.default_batch)
+    assert backend._runner.lanes == lanes  # a batch set on the CPU is split over lanes, one per core

@@ -32,11 +32,24 @@ def _session(model: Path, providers: list[object]):  # -> ort.InferenceSession
     return ort.InferenceSession(str(model), options, providers=providers)
 
 
-def _cuda(search: str = "EXHAUSTIVE", graphs: bool = False) -> tuple[str, dict[str, object]]:
+def _cuda(
+    search: str = "EXHAUSTIVE", graphs: bool = False, nhwc: bool = False
+) -> tuple[str, dict[str, object]]:
     options: dict[str, object] = {"cudnn_conv_algo_search": search, "do_copy_in_default_stream": True}
     if graphs:
         options["enable_cuda_graph"] = True
+    if nhwc:  # cuDNN's channels-last kernels (ORT builds with NHWC support; else the variant reports it)
+        options["prefer_nhwc"] = True
     return ("CUDAExecutionProvider", options)
+
+
+def roofline(mp_s: float, macs_per_pixel: float, peak_tflops: float | None) -> dict[str, float]:
+    """Achieved TFLOP/s (2 x MACs x pixels/s) and its fraction of the measured fp16 GEMM peak."""
+    achieved = 2 * macs_per_pixel * mp_s * 1e6 / 1e12
+    row = {"tflops": round(achieved, 3)}
+    if peak_tflops:
+        row["fraction_of_fp16_peak"] = round(achieved / peak_tflops, 3)
+    return row
 
 
 def _variant(session, batch: int, repeats: int, io_binding: bool) -> float:  # noqa: ANN001
@@ -81,6 +94,7 @@ def run(model: Path, quick: bool = False) -> dict[str, object]:
         "cuda_fp32_heuristic": (model, [_cuda("HEURISTIC")], False),
         "cuda_fp32_iobinding": (model, [_cuda()], True),
         "cuda_fp32_graphs": (model, [_cuda(graphs=True)], True),
+        "cuda_fp32_nhwc": (model, [_cuda(nhwc=True)], True),
         "cuda_fp16": (fp16, [_cuda()], True),
         "tensorrt_fp16": (
             model,
@@ -98,6 +112,10 @@ def run(model: Path, quick: bool = False) -> dict[str, object]:
             True,
         ),
     }
+    import onnx
+
+    macs = float({p.key: p.value for p in onnx.load(str(model)).metadata_props}["macs_per_pixel"])
+    peak = gemm_fp16_tflops()
     rows: list[dict[str, object]] = []
     for name, (path, providers, binding) in variants.items():
         for batch in batches:
@@ -105,13 +123,14 @@ def run(model: Path, quick: bool = False) -> dict[str, object]:
             try:
                 if not path.exists():
                     raise FileNotFoundError(f"{path} (export it with --fp16)")
-                row["mp_s"] = round(_variant(_session(path, providers), batch, repeats, binding), 2)
+                mp_s = _variant(_session(path, providers), batch, repeats, binding)
+                row.update({"mp_s": round(mp_s, 2), **roofline(mp_s, macs, peak)})
             except Exception as error:  # noqa: BLE001 - one failing variant must not stop the others
                 row["error"] = str(error).splitlines()[0][:160]
             rows.append(row)
     return {
         "available": True,
         "device": ort.get_device(),
-        "fp16_gemm_tflops": gemm_fp16_tflops(),
+        "fp16_gemm_tflops": peak,
         "rows": rows,
     }

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 def table(rows: Sequence[Mapping[str, object]]) -> str:
     if not rows:
         return ""
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # rows may differ (errors)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
@@ -39,6 +39,10 @@ def markdown(results: Mapping[str, object]) -> str:
     for key, title in titles.items():
         value = results.get(key)
         if value is None:
+            continue
+        if key == "gpu" and isinstance(value, Mapping) and "rows" in value:
+            about = ", ".join(f"{k} {v}" for k, v in value.items() if k != "rows")
+            parts.append(f"### {title} ({about})\n\n{table(value['rows'])}")
             continue
         rows = value if isinstance(value, list) else [value]
         parts.append(f"### {title}\n\n{table(rows)}")

@@ -73,3 +73,26 @@ def test_results_are_named_by_cpu_so_machines_do_not_overwrite_each_other() -> N
     assert cpu_slug("Intel(R) Xeon(R) Platinum 8488C") == "intel-xeon"
     assert cpu_slug("AMD EPYC 9R14 96-Core Processor") == "amd-epyc"
     assert cpu_slug("") == "unknown"
+
+
+def test_gpu_roofline_against_the_fp16_gemm_peak() -> None:
+    from benchmarks import gpu
+
+    # 250k MACs/pixel at 100 MP/s = 50 TFLOP/s; against a 200 TFLOP/s fp16 GEMM: 25%.
+    assert gpu.roofline(100.0, 250_000, 200.0) == {"tflops": 50.0, "fraction_of_fp16_peak": 0.25}
+    assert gpu.roofline(100.0, 250_000, None) == {"tflops": 50.0}  # no torch: no peak to compare
+
+
+def test_gpu_section_renders_every_column_even_when_the_first_variant_failed() -> None:
+    rows = [
+        {"variant": "tensorrt_fp16", "batch": 1, "error": "no TensorRT"},
+        {"variant": "cuda_fp32", "batch": 1, "mp_s": 9.5, "tflops": 4.6},
+    ]
+    results = {
+        "machine": {"cpu": "x", "cores": 1, "date": "d", "commit": "c"},
+        "gpu": {"available": True, "device": "GPU", "fp16_gemm_tflops": 700.0, "rows": rows},
+    }
+    markdown = report.markdown(results)
+    assert "### GPU (available True, device GPU, fp16_gemm_tflops 700.0)" in markdown
+    assert "| variant | batch | error | mp_s | tflops |" in markdown
+    assert "| cuda_fp32 | 1 |  | 9.5 | 4.6 |" in markdown

@@ -64,10 +64,14 @@ def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
 
 
 def _consumers(graph: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor -> the nodes that read it; a graph output counts as one more reader (an Identity stand-in),
+    so no rewrite takes a graph output for a tensor only one node uses."""
     users: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.graph.node:
         for name in node.input:
             users.setdefault(name, []).append(node)
+    for output in graph.graph.output:
+        users.setdefault(output.name, []).append(helper.make_node("Identity", [output.name], []))
     return users
 
 

@@ -183,3 +183,25 @@ def test_two_upsampled_terms_share_one_interleave(extra_use: bool, interleaves: 
     expected = run(original, x)
     assert expected.shape == (2, 16, 10, 12)
     np.testing.assert_allclose(run(rewritten, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_graph_output_is_never_absorbed() -> None:
+    """The transposed convolution's raw output is also a graph output: its PRelu must not move onto the
+    phases (that would drop the raw output)."""
+    cin, cout = 4, 16
+    inits = {
+        "w": RNG.standard_normal((cin, cout, 3, 3)).astype(np.float32),
+        "a": np.full((cout, 1, 1), 0.25, np.float32),
+    }
+    up = convtranspose(cin, cout, 3, 2, 1, 1)
+    up.output[0] = "t"
+    graph = model([up, helper.make_node("PRelu", ["t", "a"], ["y"])], inits, cin)
+    graph.graph.output.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, [None] * 4))
+    original = copy.deepcopy(graph)
+    assert rewrite_for_cpu(graph)["convtranspose_as_phases"] == 1
+    x = RNG.standard_normal((1, cin, 5, 6)).astype(np.float32)
+    names = ["y", "t"]
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"])
+    for actual, expected in zip(session.run(names, {"x": x}), reference.run(names, {"x": x}), strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)

@@ -277,12 +277,15 @@ def session_options_sweep(onnx_path: Path, tile: int, batch: int, repeats: int) 
         threads: int = cores,
         mem_pattern: bool = True,
         arena: bool = True,
+        spinning: bool = True,
     ) -> ort.SessionOptions:
         options = ort.SessionOptions()
         options.graph_optimization_level = opt
         options.intra_op_num_threads = threads
         options.enable_mem_pattern = mem_pattern
         options.enable_cpu_mem_arena = arena
+        # Idle intra-op threads busy-wait for the next op by default; off, they sleep (frees the CPU).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         return options
 
     service = service_graph(onnx_path)  # exact rewrites and ORT-optimized, when exported so
@@ -297,6 +300,7 @@ def session_options_sweep(onnx_path: Path, tile: int, batch: int, repeats: int) 
         "1 thread": (service, configure(threads=1)),
         "no memory pattern": (service, configure(mem_pattern=False)),
         "no CPU arena": (service, configure(arena=False)),
+        "no thread spinning": (service, configure(spinning=False)),
     }
     int8 = onnx_path.with_name(onnx_path.stem + "-int8.onnx")
     if int8.exists():

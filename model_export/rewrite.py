@@ -284,7 +284,7 @@ def _phase_plan(
     strides = _ints(node, "strides", [1, 1])
     pads = _ints(node, "pads", [0, 0, 0, 0])
     extra = _ints(node, "output_padding", [0, 0])
-    attributes = {a.name for a in node.attribute}
+    attributes = {a.name for a in node.attribute if not (a.name == "auto_pad" and a.s == b"NOTSET")}
     if (
         {"output_shape", "auto_pad"} & attributes
         or _ints(node, "dilations", [1, 1]) != [1, 1]

@@ -205,3 +205,13 @@ def test_a_graph_output_is_never_absorbed() -> None:
     reference = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"])
     for actual, expected in zip(session.run(names, {"x": x}), reference.run(names, {"x": x}), strict=True):
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_explicit_auto_pad_notset_is_rewritten() -> None:
+    """ONNX Runtime writes auto_pad="NOTSET" into the graphs it saves; it means the explicit pads."""
+    inits = {"w": RNG.standard_normal((4, 4, 3, 3)).astype(np.float32)}
+    original = model([convtranspose(4, 4, 3, 2, 1, 1, auto_pad="NOTSET")], inits, 4)
+    rewritten = copy.deepcopy(original)
+    assert convtranspose_as_phases(rewritten) == 1
+    x = RNG.standard_normal((1, 4, 5, 6)).astype(np.float32)
+    np.testing.assert_allclose(run(rewritten, x), run(original, x), rtol=1e-5, atol=1e-5)

@@ -254,14 +254,10 @@ def rewritten(onnx_path: Path, transposed: bool = True, prelu: bool = True) -> b
     """The exported graph with a subset of the CPU graph's exact rewrites (model_export.rewrite)."""
     import onnx
 
-    from model_export import rewrite
+    from model_export.rewrite import rewrite_for_cpu
 
     graph = onnx.load(str(onnx_path))
-    if transposed:
-        rewrite.convtranspose_as_phases(graph)
-    if prelu:
-        rewrite.prelu_as_elementwise(graph)
-    rewrite.prune_initializers(graph)
+    rewrite_for_cpu(graph, transposed=transposed, prelu=prelu)
     return graph.SerializeToString()
 
 

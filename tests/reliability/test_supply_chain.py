@@ -1,10 +1,10 @@
 """The service's runtime dependencies: pinned with hashes in requirements.lock, in step with pyproject.toml
 and the image, and audited for known vulnerabilities.
 
-requirements.lock is the CPU image's runtime set (pyproject's [project.dependencies] closed over, with
-onnxruntime at the Dockerfile's ORT_VERSION), regenerated with
+requirements.lock is the CPU image's runtime set (pyproject's [project.dependencies] and its `cpu` extra,
+onnxruntime, closed over, with onnxruntime at the Dockerfile's ORT_VERSION), regenerated with
 
-    pip-compile --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \\
+    pip-compile --extra=cpu --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \\
         --upgrade-package onnxruntime==<ORT_VERSION> --output-file requirements.lock pyproject.toml
 
 and installable as `pip install --require-hashes -r requirements.lock`. The audit needs PyPI's JSON
@@ -54,7 +54,7 @@ def test_every_runtime_dependency_is_locked_with_hashes() -> None:
         assert re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", version), f"{name} is not pinned to one version"
         assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in hashes), name
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    for line in project["dependencies"]:
+    for line in project["dependencies"] + project["optional-dependencies"]["cpu"]:
         requirement = Requirement(line)
         name = canonicalize_name(requirement.name)
         assert name in entries, f"{name} (pyproject.toml) is missing from {LOCK.name}: regenerate it"

@@ -10,7 +10,7 @@ INT8 := models/mspfn-lite-int8.onnx
 # `make run MODEL=PATH` serves another exported model (the int8 one is an experiment: see README)
 MODEL ?= $(FP32)
 
-.PHONY: venv run test lint typecheck export benchmark train finetune evaluate clean
+.PHONY: venv run test lint typecheck export benchmark train finetune evaluate clean valsets general
 
 venv: $(VENV)/.installed
 
@@ -60,6 +60,26 @@ finetune: venv
 
 evaluate: venv
 	$(PY) -m mspfn.evaluate --model $(WEIGHTS) --data ../shared/data/val/Rain12
+
+# The general model's own validation sets: rain rendered (fixed seeds) on the clean photos held out of
+# training (every 10th of ../shared/data/clean, mspfn.synthrain.split_clean); the recipe is committed,
+# the images are not.
+CLEAN := ../shared/data/clean
+VALSETS := data/val/heavy data/val/mixed
+valsets: $(VALSETS)
+data/val/heavy: | venv
+	$(PY) -m mspfn.synthrain --clean $(CLEAN) --split val --recipe heavy --seed 1 --max-side 481 --out $@
+data/val/mixed: | venv
+	$(PY) -m mspfn.synthrain --clean $(CLEAN) --split val --recipe mixed --seed 2 --max-side 481 --out $@
+
+# The general model (weights/mspfn-lite.safetensors): from the RainTrainL specialist, RainTrainL pairs
+# mixed with rain rendered on the fly on the training part of clean/, crops rescaled 0.5-2x.
+general: venv valsets
+	nice -n 10 $(PY) -m mspfn.train --preset lite --init weights/mspfn-lite-raintrainl.safetensors \
+		--train ../shared/data/train/RainTrainL --synth $(CLEAN) --recipe mixed --synth-weight 0.7 \
+		--scale 0.5 2 --val ../shared/data/val/Rain12 --val data/val/heavy --val data/val/mixed \
+		--out runs/general --steps 6000 --lr 3e-4 --warmup 100 --l2-warmup 0 \
+		--patch 96 --batch 8 --ema 0.999 --no-progress
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

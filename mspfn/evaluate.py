@@ -90,17 +90,19 @@ def score(
 ) -> dict[str, float | int]:
     """Mean Y-PSNR / Y-SSIM of predict(rainy) against clean, output clipped and rounded to uint8 first."""
     started = time.perf_counter()
-    psnrs, ssims = [], []
+    psnrs, ssims, inputs = [], [], []
     for pair in tqdm(pairs, desc="evaluate", file=sys.stderr, disable=not progress):
         output = to_uint8(predict(pair.rain.astype(np.float32) / 255.0))
         psnrs.append(psnr_y(output, pair.clean))
         ssims.append(ssim_y(output, pair.clean))
+        inputs.append(psnr_y(pair.rain, pair.clean))
         if save is not None:
             save.mkdir(parents=True, exist_ok=True)
             Image.fromarray(output).save(save / (Path(pair.name).stem + ".png"))
     return {
         "psnr": float(np.mean(psnrs)),
         "ssim": float(np.mean(ssims)),
+        "input_psnr": float(np.mean(inputs)),  # the rainy images themselves: the gain is psnr - this
         "images": len(pairs),
         "seconds": round(time.perf_counter() - started, 3),
     }

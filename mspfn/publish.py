@@ -46,11 +46,20 @@ def describe(run_args: dict[str, object], run: Path) -> str:
     if not run_args:
         return f"see {run}/log.jsonl"
     start = f"from {run_args['init']}" if run_args.get("init") else "from scratch"
+    scale = run_args.get("scale") or [1.0, 1.0]
+    rescaled = f", rescaled {scale[0]}-{scale[1]}x (log-uniform)" if scale[0] != scale[1] else ""  # type: ignore[index]
     parts = [
-        f"{start}: random {run_args['patch']}x{run_args['patch']} crops with one of 8 dihedral transforms",
+        f"{start}: random {run_args['patch']}x{run_args['patch']} crops{rescaled} with one of 8 dihedral "
+        "transforms",
         f"batch {run_args['batch']}, Adam, peak lr {run_args['lr']} with {run_args['warmup']} warm-up steps "
         f"and cosine decay to {run_args['lr_min']} at step {run_args['steps']}",
     ]
+    if run_args.get("synth"):
+        share = run_args["synth_weight"] if run_args.get("train") else 1.0
+        parts.append(
+            f"{share} of the patches synthetic: recipe '{run_args['recipe']}' (mspfn.synthrain) rendered on "
+            "the fly on the training part of the clean photos"
+        )
     if int(str(run_args.get("l2_warmup", 0))) > 0:
         parts.append(f"L2 loss for the first {run_args['l2_warmup']} steps")
     parts.append("then Charbonnier + 0.05 x Laplacian-edge Charbonnier")
@@ -77,6 +86,16 @@ def previous_stages(card: dict[str, object]) -> list[dict[str, object]]:
     ]
 
 
+def train_data(run_args: dict[str, object]) -> str:
+    """The data a run trained on, in words, from its recorded command line."""
+    paired = [f"{folder} (pairs)" for folder in run_args.get("train") or []]  # type: ignore[attr-defined]
+    synth = [
+        f"{folder} (training part, 9 of 10 photos; rain rendered on the fly)"
+        for folder in run_args.get("synth") or []  # type: ignore[attr-defined]
+    ]
+    return " + ".join(paired + synth)
+
+
 def evaluate(weights: Path, data: Path) -> dict[str, object]:
     command = [sys.executable, "-m", "mspfn.evaluate", "--model", str(weights), "--data", str(data)]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -90,8 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True, help="training run folder")
     parser.add_argument("--name", required=True, help="weights/NAME.safetensors + weights/NAME.json")
     parser.add_argument("--weights-dir", type=Path, default=Path("weights"))
-    parser.add_argument("--train-data", default="../shared/data/train/RainTrainL")
-    parser.add_argument("--val", type=Path, default=Path("../shared/data/val/Rain12"))
+    parser.add_argument(
+        "--train-data", help="what it trained on, in words (default: from the run's arguments)"
+    )
+    parser.add_argument(
+        "--val",
+        type=Path,
+        action="append",
+        help="paired folder to score it on (repeatable; the first is the card's `validation`; "
+        "default ../shared/data/val/Rain12)",
+    )
     parser.add_argument("--hardware", default=None, help="where it was trained (default: this machine)")
     parser.add_argument("--init-card", type=Path, help="card of the weights the run started from")
     parser.add_argument("--recipe", help="how the run trained (default: from the run's recorded arguments)")
@@ -104,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     model, metadata = load_model(target)
     training = json.loads(metadata.get("training", "{}"))
     last = json.loads(read_metadata(args.run / "last.safetensors")["training"])
-    recipe = args.recipe or describe(json.loads(metadata.get("args", "{}")), args.run)
+    run_args = json.loads(metadata.get("args", "{}"))
+    recipe = args.recipe or describe(run_args, args.run)
+    val_sets = args.val or [Path("../shared/data/val/Rain12")]
+    scores = {folder.name: evaluate(target, folder) for folder in val_sets}
     stage = {
         "run": str(args.run),
         "init": str(earlier["file"]) if earlier else None,
@@ -123,13 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         "config": model.config.to_dict(),
         "parameters": count_parameters(model),
         "macs_per_pixel": round(macs_per_pixel(model)),  # at a 256x256 tile
-        "train_data": f"{args.train_data} (200 pairs, Rain100L training split)",
+        "train_data": args.train_data or train_data(run_args),
         "recipe": recipe,
         "steps": sum(int(s["steps"] or 0) for s in stages),
         "wall_time_s": round(sum(float(s["wall_time_s"] or 0) for s in stages), 1),
         "hardware": stage["hardware"],
         "stages": stages,
-        "validation": evaluate(target, args.val),
+        "validation": scores[val_sets[0].name],
+        "validation_sets": scores,
         "published": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
     card_path = target.with_suffix(".json")

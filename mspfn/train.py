@@ -3,6 +3,12 @@
     python -m mspfn.train --preset lite --train ../shared/data/train/RainTrainL \
         --val ../shared/data/val/Rain12 --out runs/lite --steps 16000
 
+Mixed training: `--synth CLEAN_DIR` adds pairs rendered on the fly (rain of `--recipe` on the training
+part of those clean photos; the held-out part is for validation, see mspfn.synthrain.split_clean),
+drawn for a `--synth-weight` share of the patches; `--scale 0.5 2` rescales every crop at random.
+`--val` may be given once per validation set: each is scored and logged, and `best` is the checkpoint
+with the best mean PSNR over the sets.
+
 OUT gets `last.safetensors` (weights + Adam state + position, written at every validation and on exit),
 `best.safetensors` (best validation PSNR so far), and `log.jsonl` (one line per validation).
 With `--ema D` (default 0.999) an exponential moving average of the weights is kept beside the raw ones;
@@ -30,10 +36,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from mspfn.checkpoint import load_model, load_tensors, read_metadata, save_model
-from mspfn.data import PatchSampler, load_pairs
+from mspfn.data import MixedSampler, PatchSampler, SynthSampler, load_pairs, load_rgb
 from mspfn.evaluate import model_predictor, score
 from mspfn.losses import l2_loss, mspfn_loss
 from mspfn.model import MSPFN, preset
+from mspfn.synthrain import clean_images, recipe_named, render, split_clean
 
 
 @dataclass
@@ -132,13 +139,51 @@ def validate(model: MSPFN, pairs: list) -> dict[str, float | int]:
     return score(model_predictor(model), pairs, progress=False)
 
 
+def rain_maker(recipe: str) -> Callable:
+    """Rain of a named recipe (a mixture draws its member per patch) for SynthSampler."""
+
+    def make(clean, rng):  # type: ignore[no-untyped-def]
+        return render(clean, rng, recipe_named(recipe, rng))[0]
+
+    return make
+
+
+def build_sampler(args: argparse.Namespace, seed: int) -> PatchSampler | MixedSampler:
+    """Patches from the paired folders, mixed with synthetic pairs when `--synth` is given."""
+    scale = tuple(args.scale)
+    pairs = [pair for folder in args.train or [] for pair in load_pairs(folder)]
+    real = PatchSampler(pairs, args.patch, seed=seed, scale=scale) if pairs else None  # type: ignore[arg-type]
+    if not args.synth:
+        if real is None:
+            raise SystemExit("nothing to train on: give --train and/or --synth")
+        return real
+    files = [f for folder in args.synth for f in split_clean(clean_images(folder))[0]]
+    images = [image for image in map(load_rgb, files) if min(image.shape[:2]) >= args.patch]
+    synth = SynthSampler(images, args.patch, rain_maker(args.recipe), seed=seed + 1, scale=scale)  # type: ignore[arg-type]
+    sources: list = [(synth, args.synth_weight)]
+    if real is not None:
+        sources.append((real, 1.0 - args.synth_weight))
+    return MixedSampler(sources, seed=seed + 2)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mspfn.train", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="lite", help="network preset: lite, paper, paper-133")
+    parser.add_argument("--train", type=Path, action="append", help="paired folder (repeatable)")
     parser.add_argument(
-        "--train", type=Path, action="append", required=True, help="paired folder (repeatable)"
+        "--synth", type=Path, action="append", help="clean photos to render rain on (repeatable)"
     )
-    parser.add_argument("--val", type=Path, required=True, help="paired validation folder")
+    parser.add_argument("--recipe", default="mixed", help="synthetic rain recipe (mspfn.synthrain.RECIPES)")
+    parser.add_argument(
+        "--synth-weight", type=float, default=0.7, help="share of patches that are synthetic (with --train)"
+    )
+    parser.add_argument(
+        "--scale", type=float, nargs=2, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
+        help="crops rescaled by a factor drawn log-uniformly from this range (e.g. 0.5 2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--val", type=Path, action="append", required=True, help="paired validation folder (repeatable)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log)")
     parser.add_argument("--steps", type=int, default=16000, help="total steps (end of the cosine decay)")
     parser.add_argument("--batch", type=int, default=8, help="patches per step")
@@ -199,9 +244,8 @@ def _train(args: argparse.Namespace) -> int:
     if last.exists():
         position = load_training_state(last, model, optimizer, ema)
         print(f"resumed from {last} at step {position['step']}", file=sys.stderr)
-    train_pairs = [pair for folder in args.train for pair in load_pairs(folder)]
-    val_pairs = load_pairs(args.val, args.val_limit)
-    sampler = PatchSampler(train_pairs, args.patch, seed=args.seed + position["step"])
+    val_sets = {folder.name: load_pairs(folder, args.val_limit) for folder in args.val}
+    sampler = build_sampler(args, seed=args.seed + position["step"])
     args.out.mkdir(parents=True, exist_ok=True)
     log = (args.out / "log.jsonl").open("a")
     started, base_seconds = time.perf_counter(), position["seconds"]
@@ -220,10 +264,18 @@ def _train(args: argparse.Namespace) -> int:
     def checkpoint(step: int) -> None:
         nonlocal position
         scored = cast(MSPFN, ema.module) if ema is not None else model
-        metrics = validate(scored, val_pairs)
+        scores = {name: validate(scored, pairs) for name, pairs in val_sets.items()}
+        metrics = {key: float(sum(s[key] for s in scores.values()) / len(scores)) for key in ("psnr", "ssim")}
         seconds = base_seconds + time.perf_counter() - started
-        record = {"step": step, "lr": schedule.lr(step), "loss": running, "seconds": round(seconds, 1)}
+        record: dict[str, object] = {
+            "step": step,
+            "lr": schedule.lr(step),
+            "loss": running,
+            "seconds": round(seconds, 1),
+        }
         record.update({"val_psnr": metrics["psnr"], "val_ssim": metrics["ssim"]})
+        if len(scores) > 1:
+            record["val"] = {name: {"psnr": s["psnr"], "ssim": s["ssim"]} for name, s in scores.items()}
         if metrics["psnr"] > position["best_psnr"]:
             record["best"] = True
             extra = {"training": json.dumps(record), "args": recorded_args}

@@ -200,3 +200,33 @@ def test_publish_writes_weights_and_a_card_with_every_stage(tmp_path: Path) -> N
     expected = score(model_predictor(model), load_pairs(data), progress=False)
     assert card["validation"]["psnr"] == pytest.approx(expected["psnr"], abs=1e-6)
     assert card["validation"]["psnr"] == pytest.approx(best["val_psnr"], abs=1e-6)
+
+
+@pytest.mark.usefixtures("tiny_preset")
+def test_cli_trains_on_real_and_synthetic_pairs_and_scores_every_validation_set(tmp_path: Path) -> None:
+    import mspfn.train as train_module
+
+    data = write_pairs(tmp_path / "data", 3, size=(48, 56))
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(12):
+        Image.fromarray(rng.integers(0, 200, (50, 60, 3), dtype=np.uint8)).save(clean / f"{index:02d}.png")
+    heavy = write_pairs(tmp_path / "heavy", 2)
+    out = tmp_path / "run"
+    argv = ["--train", str(data), "--synth", str(clean), "--recipe", "heavy", "--synth-weight", "0.5"]
+    argv += ["--scale", "0.5", "2", "--val", str(data), "--val", str(heavy), "--out", str(out)]
+    argv += ["--patch", "32", "--batch", "4", "--steps", "2", "--val-every", "2", "--warmup", "1"]
+    args = train_module.parse_args([*argv, "--no-progress", "--threads", "1"])
+    sampler = train_module.build_sampler(args, seed=0)
+    rainy, target = sampler.sample(16)
+    added = (rainy - target).reshape(16, -1).mean(axis=1) * 255
+    # both sources feed the batch: heavy synthetic rain adds tens of grey levels, the fixture pairs ~3
+    assert (added > 15).any() and (added < 6).any()
+    assert main([*argv, "--no-progress", "--threads", "1"]) == 0
+    (record,) = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert set(record["val"]) == {"data", "heavy"}
+    mean = (record["val"]["data"]["psnr"] + record["val"]["heavy"]["psnr"]) / 2
+    assert record["val_psnr"] == pytest.approx(mean)
+    with pytest.raises(SystemExit):
+        train_module.build_sampler(train_module.parse_args(["--val", str(data), "--out", str(out)]), 0)

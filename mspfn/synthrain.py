@@ -358,10 +358,55 @@ def generate(
     return count
 
 
+def thumbnail(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Centre crop to the aspect of `size` (width, height), then shrink (antialiased) to it."""
+    with Image.fromarray(image) as picture:
+        from PIL import ImageOps
+
+        return np.asarray(ImageOps.fit(picture, size, Image.Resampling.LANCZOS))
+
+
+def contact_sheet(
+    clean: Path, real: Path | None, out: Path, columns: int = 4, seed: int = 0, max_side: int = 481
+) -> None:
+    """A grid to judge the recipes by eye: a row per recipe on held-out photos (each shrunk to the
+    validation sets' size first, as they are rendered), and a row of real rainy photos at that size."""
+    size = (320, 214)
+    held = split_clean(clean_images(clean))[1]
+    picks = [held[i * len(held) // columns] for i in range(columns)]
+    rows, labels = [], []
+    rng = np.random.default_rng(seed)
+    for name in ("light", "moderate", "heavy"):
+        recipe = recipe_named(name, rng)
+        cells = [thumbnail(render(fit_side(load_rgb(f), max_side), rng, recipe)[0], size) for f in picks]
+        rows.append(np.concatenate(cells, axis=1))
+        labels.append(f"synthetic: {name}")
+    if real is not None:
+        files = clean_images(real)
+        chosen = [files[i * len(files) // columns] for i in range(columns)]
+        rows.append(np.concatenate([thumbnail(fit_side(load_rgb(f), max_side), size) for f in chosen], 1))
+        labels.append(f"real: {real.name}")
+    sheet = Image.fromarray(np.concatenate(rows, axis=0))
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(sheet)
+    for index, label in enumerate(labels):
+        draw.rectangle((0, index * size[1], 8 + 7 * len(label), index * size[1] + 16), fill=(0, 0, 0))
+        draw.text((4, index * size[1] + 3), label, fill=(255, 255, 255))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, quality=90)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mspfn.synthrain", description=__doc__.split("\n")[0])
     parser.add_argument("--clean", type=Path, required=True, help="clean images (or a paired folder)")
-    parser.add_argument("--out", type=Path, required=True, help="paired folder to write")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="paired folder to write (or, with --sheet, the image)"
+    )
+    parser.add_argument(
+        "--sheet", action="store_true", help="write a contact sheet of every recipe to OUT instead"
+    )
+    parser.add_argument("--real", type=Path, help="real rainy photos for the sheet's last row")
     parser.add_argument("--count", type=int, help="pairs to write (default: one per clean image)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recipe", choices=sorted(RECIPES), help="layered rain of a named recipe")
@@ -377,6 +422,10 @@ def main(argv: list[str] | None = None) -> int:
             help=f"range drawn per image (default {low:g} {high:g})",
         )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.sheet:
+        contact_sheet(args.clean, args.real, args.out, seed=args.seed)
+        print(f"wrote {args.out}", file=sys.stderr)
+        return 0
     try:
         style = RainStyle(**{f.name: tuple(getattr(args, f.name)) for f in fields(RainStyle)})
     except ValueError as error:

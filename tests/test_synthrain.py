@@ -219,3 +219,22 @@ def test_cli_renders_a_recipe_on_the_held_out_images_only(tmp_path: Path) -> Non
     again = tmp_path / "again"
     assert main([*argv[:3], str(again), *argv[4:], "--max-side", "45"]) == 0
     assert all(np.array_equal(a.rain, b.rain) for a, b in zip(pairs, load_pairs(again), strict=True))
+
+
+def test_contact_sheet_has_a_row_per_recipe_and_one_of_real_photos(tmp_path: Path) -> None:
+    from mspfn.synthrain import contact_sheet
+
+    clean, real = tmp_path / "clean", tmp_path / "real"
+    clean.mkdir()
+    real.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(12):
+        Image.fromarray(rng.integers(0, 120, (240, 330, 3), dtype=np.uint8)).save(clean / f"{index:02d}.png")
+    Image.fromarray(np.full((300, 400, 3), 7, np.uint8)).save(real / "r.png")
+    out = tmp_path / "sheet.jpg"
+    contact_sheet(clean, real, out, columns=2)
+    sheet = np.asarray(Image.open(out).convert("L")).astype(float)
+    assert sheet.shape == (4 * 214, 2 * 320)
+    rows = [sheet[i * 214 + 20 : (i + 1) * 214, :].mean() for i in range(4)]
+    assert rows[3] < 12  # the real row is the dark photo itself
+    assert rows[0] < rows[2]  # heavy rain brightens more than light rain

@@ -76,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         results["machine"]["note"] = f"{note}; {redone}" if note else redone  # type: ignore[index]
     repeats = 2 if args.quick else 5
     # The CPU serving shape: the service's own tiles per call on the CPU (max_batch auto) x 256 px.
-    from service.main import serving_batch
-    from service.runtime import CPU
+    from service.core.runtime import CPU, serving_batch
     from service.settings import Settings
 
-    batch = serving_batch(Settings(model_path=args.model), CPU)
+    settings = Settings(model_path=args.model)
+    batch = serving_batch(settings.max_batch, CPU, settings.max_queue_tiles)
     results["machine"]["serving_batch"] = batch  # type: ignore[index]
 
     from benchmarks import service_bench

@@ -209,7 +209,7 @@ def op_profile(onnx_path: Path, tile: int = 256, batch: int = 4, runs: int = 3) 
 
 def tile_inflation(width: int, height: int, tile: int, overlap: int) -> float:
     """Pixels computed / pixels in the image, for the service's own tile grid (8-aligned starts)."""
-    from service.pipeline import plan_grid
+    from service.core.pipeline import plan_grid
 
     grid = plan_grid(height, width, tile, overlap, align=8)
     return grid.count * tile * tile / (width * height)

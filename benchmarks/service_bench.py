@@ -149,10 +149,10 @@ def batching(model: Path, quick: bool = False) -> list[dict[str, object]]:
 
 def _engine_seconds(model: Path, tiles: int, tile: int, batch: int) -> float:
     """The same number of tiles through the service's own runner (same graph file, threads, lanes)."""
-    from service.main import load_onnx
+    from service.core.runtime import load_from_settings
     from service.settings import Settings
 
-    runner = load_onnx(Settings(model_path=model, providers=["CPUExecutionProvider"]))
+    runner = load_from_settings(Settings(model_path=model, providers=["CPUExecutionProvider"]))
     data = np.random.default_rng(0).random((batch, 3, tile, tile), dtype=np.float32)
     runner.run(data)  # warm-up
     started = time.perf_counter()
@@ -164,12 +164,11 @@ def _engine_seconds(model: Path, tiles: int, tile: int, batch: int) -> float:
 
 
 def overhead(model: Path, quick: bool = False) -> list[dict[str, object]]:
-    from service.main import serving_batch
-    from service.runtime import CPU
+    from service.core.runtime import CPU, serving_batch
     from service.settings import Settings
 
     settings = Settings(model_path=model)
-    batch = serving_batch(settings, CPU)
+    batch = serving_batch(settings.max_batch, CPU, settings.max_queue_tiles)
     rows: list[dict[str, object]] = []
     with running_service(model, request_timeout_s="1800") as (url, _):
         for megapixels in (1.0,) if quick else (1.0, 12.0):

@@ -11,6 +11,8 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.core.pipeline.tiling import check_tiling
+
 # Serving tile side in pixels. One constant, so the benchmark that picks it changes one line.
 DEFAULT_TILE_SIZE = 256
 TILE_MULTIPLE = 8  # the exported network needs H and W multiples of 8 (its `pad_multiple` metadata)
@@ -31,7 +33,7 @@ class Settings(BaseSettings):
     # px shared by neighbouring tiles and feathered together: larger hides seams, costs more tiles.
     tile_overlap: int = Field(default=32, ge=0)
     # tiles per inference call: larger = more GPU throughput, more latency and memory per call.
-    # 0 = per provider (`serving_batch`): 4 on CUDA; 1 on CPU, where a batch runs slower per tile than
+    # 0 = per provider (`runtime.serving_batch`): 4 on CUDA; 1 on CPU, where a batch runs slower per tile than
     # single tiles (4 x 256 px at once: 0.83-0.93x on 2 cores; README, Performance).
     max_batch: int = Field(default=0, ge=0, le=256)
     # ms a partial batch waits for more tiles: longer = fuller batches, slower lone requests.
@@ -90,8 +92,7 @@ class Settings(BaseSettings):
     @field_validator("tile_size")
     @classmethod
     def _check_tile_multiple(cls, value: int) -> int:
-        if value % TILE_MULTIPLE:
-            raise ValueError(f"tile size {value} px is not a multiple of {TILE_MULTIPLE}")
+        check_tiling(value, 0, TILE_MULTIPLE)  # named DERAIN_TILE_SIZE; the overlap is checked below
         return value
 
     @field_validator("model_path")
@@ -106,11 +107,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_relations(self) -> Self:
-        if self.tile_overlap > self.tile_size - TILE_MULTIPLE:  # tiles start on the 8 px grid
-            raise ValueError(
-                f"tile overlap {self.tile_overlap} px must be at most the tile size minus {TILE_MULTIPLE} "
-                f"({self.tile_size - TILE_MULTIPLE} px)"
-            )
+        check_tiling(self.tile_size, self.tile_overlap, TILE_MULTIPLE)  # tiles start on the 8 px grid
         if self.max_batch and self.max_queue_tiles < self.max_batch:
             raise ValueError(
                 f"max queue tiles {self.max_queue_tiles} must be at least max batch {self.max_batch}"

@@ -1,4 +1,5 @@
-"""Where `derain` (service.cli) sends its images: the ONNX model in this process, or a running service.
+"""Where `derain` (service.cli) sends its images: the service's own core in this process, or a running
+service.
 
 Both take encoded bytes and give back the encoded derained image (`derain`), or the decoded original and
 the derained pixels (`derain_pixels`, for side-by-side images): RGB float32 (3, H, W) in [0, 1].
@@ -6,6 +7,7 @@ the derained pixels (`derain_pixels`, for side-by-side images): RGB float32 (3, 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -20,23 +22,26 @@ from typing import Protocol
 
 import numpy as np
 
-from service.pipeline import (
-    MEDIA_TYPES,
-    DecodedImage,
-    OutputFormat,
-    decode,
-    encode,
-    output_format,
-    plan_grid,
-    split,
-    stitch,
+from service.core.derainer import Tiling, build_derainer
+from service.core.pipeline import MEDIA_TYPES, DecodedImage, OutputFormat, check_tiling, decode
+from service.core.runtime import (
+    CPU,
+    ModelError,
+    Runner,
+    cpu_lanes,
+    default_batch,
+    load_runner,
+    serving_batch,
 )
-from service.runtime import CPU, CUDA, ModelError, Runner, default_batch, load_runner, session_threads
+from service.metrics import Metrics
+from service.settings import Settings
 
 # Local files are the user's own: a limit well above the service's, still short of Pillow's bomb check.
 MAX_PIXELS = 100_000_000  # ~3 GB of RAM at the peak
 RETRIES = 3  # attempts after a 429 (queue full) or 503 (not ready) before the image counts as failed
 MAX_RETRY_WAIT_S = 30.0
+DEFAULT_PROVIDERS: tuple[str, ...] = Settings.model_fields["providers"].default  # CUDA, then CPU
+QUEUE_TILES = 1 << 30  # one image at a time goes through the local batcher: its queue never refuses
 Encoded = tuple[bytes, OutputFormat]  # an encoded image and its format
 FORMAT_OF_MEDIA: dict[str, OutputFormat] = {media: fmt for fmt, media in MEDIA_TYPES.items()}
 
@@ -60,16 +65,27 @@ class Backend(Protocol):
         """The decoded original, and the derained RGB (3, H, W) float32 in [0, 1] of the same size."""
         ...
 
+    def close(self) -> None:
+        """Release what the backend holds (threads, sessions)."""
+        ...
+
 
 class LocalBackend:
-    """The service's pipeline in this process: decode -> split -> model (batches of tiles) -> stitch."""
+    """The service's core in this process: the same Derainer and batcher (decode -> tiles -> model in
+    batches -> stitch -> encode), run in an event loop of its own."""
 
-    def __init__(self, runner: Runner, tile_size: int, overlap: int, batch: int) -> None:
+    def __init__(self, runner: Runner, tiling: Tiling, batch: int) -> None:
         self._runner = runner
-        self._tile_size = tile_size
-        self._overlap = overlap
         self._batch = batch
+        self._loop = asyncio.Runner()
+        self._batcher, self._derainer = build_derainer(
+            runner.run, Metrics(), tiling, batch, 0.0, QUEUE_TILES, MAX_PIXELS
+        )
+        self._loop.run(self._start())
         self.description = f"model {runner.info.preset} on {runner.active_provider}"
+
+    async def _start(self) -> None:
+        self._batcher.start()  # in the loop that runs the derainer
 
     @classmethod
     def load(
@@ -83,32 +99,31 @@ class LocalBackend:
     ) -> LocalBackend:
         """providers None: CUDA when this onnxruntime has it, else CPU, without the runtime's warnings.
         batch 0: the provider's default (runtime.default_batch); a batch set on the CPU runs on lanes."""
-        quiet = contextlib.nullcontext() if providers else _logs_at(logging.CRITICAL, "service.runtime")
+        quiet = contextlib.nullcontext() if providers else _logs_at(logging.CRITICAL, "service.core.runtime")
         try:
             with quiet:
-                lanes = min(batch or default_batch(CPU), session_threads(threads))
-                runner = load_runner(model, providers or (CUDA, CPU), threads, lanes=lanes)
+                lanes = cpu_lanes(0, batch or default_batch(CPU), threads)
+                runner = load_runner(model, providers or DEFAULT_PROVIDERS, threads, lanes=lanes)
         except ModelError as error:
             raise Fatal(str(error)) from None
         try:
-            plan_grid(1, 1, tile_size, overlap, runner.info.pad_multiple)
+            check_tiling(tile_size, overlap, runner.info.pad_multiple)
         except ValueError as error:
             raise Fatal(f"--tile-size/--overlap: {error}") from None
-        return cls(runner, tile_size, overlap, batch or default_batch(runner.active_provider))
+        tiling = Tiling(tile_size, overlap, runner.info.pad_multiple)
+        return cls(runner, tiling, serving_batch(batch, runner.active_provider, QUEUE_TILES))
 
     def derain(self, data: bytes, fmt: OutputFormat | None, quality: int | None) -> Encoded:
-        original, derained = self.derain_pixels(data)
-        target = output_format(original.info, fmt)
-        return encode(derained, original.info, target, quality), target
+        result = self._loop.run(self._derainer.derain(data, fmt, quality))
+        return result.content, FORMAT_OF_MEDIA[result.media_type]
 
     def derain_pixels(self, data: bytes) -> tuple[DecodedImage, np.ndarray]:
-        original = decode(data, MAX_PIXELS)
-        align = self._runner.info.pad_multiple
-        tiles, grid = split(original.rgb, self._tile_size, self._overlap, align)
-        outputs: list[np.ndarray] = []
-        for start in range(0, len(tiles), self._batch):
-            outputs.extend(self._runner.run(np.stack(tiles[start : start + self._batch])))
-        return original, stitch(outputs, grid)
+        original = decode(data, MAX_PIXELS)  # for the left half; the derainer decodes its own copy
+        return original, self._loop.run(self._derainer.derain_pixels(data)).rgb
+
+    def close(self) -> None:
+        self._loop.run(self._batcher.stop())
+        self._loop.close()
 
 
 class ServerBackend:
@@ -133,6 +148,9 @@ class ServerBackend:
             sizes = f"{derained.shape[:0:-1]} for {original.rgb.shape[:0:-1]}"  # (W, H)
             raise FileFailed(f"the service answered an image of another size: {sizes}")
         return original, derained
+
+    def close(self) -> None:
+        """Nothing to release: each request opens its own connection."""
 
     def _post(self, data: bytes, fmt: OutputFormat | None, quality: int | None) -> Encoded:
         params = {"format": fmt, "quality": quality}

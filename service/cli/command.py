@@ -1,8 +1,9 @@
 """`derain INPUT... -o OUTDIR`: remove rain from image files and folders, with a progress bar on stderr.
 
-By default the images go through the service's own pipeline in this process (decode, tiles, the ONNX
-model, stitch, encode: `service.pipeline` and `service.runtime`); with `--url` they are sent to a running
-service's POST /derain instead (`--api-key`, or DERAIN_API_KEY, when it asks for one).
+By default the images go through the service's own core in this process (the same `Derainer`: decode,
+tiles, the ONNX model, stitch, encode); with `--url` they are sent to a running service's POST /derain
+instead (`--api-key`, or DERAIN_API_KEY, when it asks for one). Local defaults are the service's
+(`service.settings.Settings`).
 
 - Inputs: image files, and folders of them; `-r` also walks subfolders and keeps their layout under
   OUTDIR. Images are recognised by extension (.jpg .jpeg .png .webp .tif .tiff .bmp); other files are
@@ -13,7 +14,8 @@ service's POST /derain instead (`--api-key`, or DERAIN_API_KEY, when it asks for
 - Exit status: 0 when every image was written (skipped non-images do not count), 1 when any image failed
   or an input does not exist, 2 for bad usage or an unusable model or service (nothing more is tried).
 
-Installed as the `derain` console script; `python -m service.cli` runs it from a checkout.
+Installed as the `derain` console script (`service.cli:main`); `python -m service.cli` runs it from a
+checkout.
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from service.cli_backends import Backend, Fatal, FileFailed, LocalBackend, ServerBackend
+from service.cli.backends import Backend, Fatal, FileFailed, LocalBackend, ServerBackend
+from service.core.pipeline import OUTPUT_FORMATS, DecodedImage, OutputFormat, encode, output_format
 from service.errors import DerainError
-from service.pipeline import OUTPUT_FORMATS, DecodedImage, OutputFormat, encode, output_format
-from service.settings import DEFAULT_TILE_SIZE
+from service.settings import Settings
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
 SUFFIXES: dict[OutputFormat, tuple[str, ...]] = {
@@ -41,8 +43,11 @@ SUFFIXES: dict[OutputFormat, tuple[str, ...]] = {
     "jpeg": (".jpg", ".jpeg"),
     "webp": (".webp",),
 }
-DEFAULT_MODEL = Path("models/mspfn-lite.onnx")
-DEFAULT_OVERLAP = 32
+_FIELDS = Settings.model_fields  # the service's defaults are the CLI's
+DEFAULT_MODEL: Path = _FIELDS["model_path"].default
+DEFAULT_TILE_SIZE: int = _FIELDS["tile_size"].default
+DEFAULT_OVERLAP: int = _FIELDS["tile_overlap"].default
+DEFAULT_THREADS: int = _FIELDS["threads"].default
 EXAMPLES = """examples:
   derain photos/ -o clean/                  the images in photos/ (not in its subfolders)
   derain -r trip/ -o out/ --format webp     trip/ and its subfolders, as WebP, same layout under out/
@@ -95,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
+    finally:
+        backend.close()
     if not args.quiet:
         _say(f"{written} written to {outdir}, {failed} failed, {len(plan.skipped)} skipped")
     return 1 if failed or plan.missing else 0
@@ -126,7 +133,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     local.add_argument(
         "--batch", type=_int_in(1, 256), help="tiles per model call (default: 4 on CUDA, 1 on the CPU)"
     )
-    local.add_argument("--threads", type=_int_in(0, 1024), help="CPU threads (default 0: all cores)")
+    local.add_argument(
+        "--threads", type=_int_in(0, 1024), help=f"CPU threads (default {DEFAULT_THREADS}: all cores)"
+    )
     server = parser.add_argument_group("running service")
     server.add_argument("--url", help="base URL of a running service, e.g. http://127.0.0.1:8000")
     server.add_argument(
@@ -159,7 +168,7 @@ def make_backend(args: argparse.Namespace) -> Backend:
         tile_size=args.tile_size or DEFAULT_TILE_SIZE,
         overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap,
         batch=args.batch or 0,
-        threads=args.threads or 0,
+        threads=DEFAULT_THREADS if args.threads is None else args.threads,
     )
 
 
@@ -275,7 +284,3 @@ def _say(message: str) -> None:
 def _stop(message: str) -> int:
     _say(f"error: {message}")
     return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,6 +27,8 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
+from service.settings import Settings
+
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
@@ -95,8 +97,7 @@ class OnnxRunner:
 
     @property
     def fallback(self) -> bool:
-        """CUDA was asked for, yet the session runs on something else."""
-        return CUDA in self.requested_providers and self.active_provider != CUDA
+        return fell_back(self)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 RGB in [0, 1] -> the derained batch, same shape and layout."""
@@ -145,6 +146,30 @@ def load_runner(model_path: Path, providers: Sequence[str], threads: int = 0, la
     runner = OnnxRunner(session, info, providers, lane_sessions)
     _report(runner)
     return runner
+
+
+def fell_back(runner: Runner) -> bool:
+    """CUDA was asked for, yet the session runs on something else."""
+    return CUDA in runner.requested_providers and runner.active_provider != CUDA
+
+
+def serving_batch(max_batch: int, provider: str, max_queue_tiles: int) -> int:
+    """Tiles per inference call: `max_batch`, or (0) the provider's default (`default_batch`), never more
+    than the queue holds."""
+    return max_batch or min(default_batch(provider), max_queue_tiles)
+
+
+def cpu_lanes(lanes: int, cpu_batch: int, threads: int) -> int:
+    """CPU lane sessions for a `lanes` setting: itself, or (0) one per tile of a CPU batch, at most one
+    per core. `cpu_batch` is the tiles per call the CPU provider would get."""
+    return lanes or min(cpu_batch, session_threads(threads))
+
+
+def load_from_settings(settings: Settings) -> OnnxRunner:
+    """The service's runner: the model, providers, threads and CPU lanes its settings name."""
+    cpu_batch = serving_batch(settings.max_batch, CPU, settings.max_queue_tiles)
+    lanes = cpu_lanes(settings.cpu_lanes, cpu_batch, settings.threads)
+    return load_runner(settings.model_path, settings.providers, settings.threads, lanes)
 
 
 def default_batch(provider: str) -> int:

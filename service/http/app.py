@@ -1,9 +1,13 @@
-"""The ASGI app `service.main:app`, built by `create_app`; the model loads in the lifespan, never at import.
+"""The ASGI app, built by `create_app` (`service.http.app:app` for an ASGI server of your own); the model
+loads in the lifespan, never at import.
 
 Start-up: read and check settings, load and check the model (a bad model stops start-up with a clear
 message), start the batcher, then warm up in the background at the serving tile shape; /readyz turns
 200 when warm-up has run. Shutdown: readiness turns 503 (from SIGTERM on, with `python -m service`),
 in-flight requests drain (uvicorn's graceful timeout), then the batcher stops.
+
+What routes need is built whole by the lifespan (`Serving`: settings, derainer, model description) and
+handed to them as lifespan state; what exists from the start (metrics, lifecycle) is `AppState`.
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ from contextlib import asynccontextmanager
 import numpy as np
 from fastapi import FastAPI
 
-from service.api import document_api_key, install_error_handlers, router
-from service.batcher import Batcher
-from service.engine import Derainer, Lifecycle, ServiceState
+from service.core.batcher import Batcher
+from service.core.derainer import Tiling, build_derainer
+from service.core.pipeline import check_tiling
+from service.core.runtime import CPU, ModelError, Runner, fell_back, load_from_settings, serving_batch
+from service.http.error_table import install_error_handlers
+from service.http.lifecycle import Lifecycle
+from service.http.middleware import RequestContext
+from service.http.openapi import document_api_key
+from service.http.routes import AppState, Serving, router
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.middleware import RequestContext
-from service.runtime import CPU, CUDA, ModelError, Runner, default_batch, load_runner, session_threads
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,46 +44,36 @@ DESCRIPTION = (
 )
 
 
-def serving_batch(settings: Settings, provider: str) -> int:
-    """Tiles per inference call: max_batch, or (0) the provider's default (runtime.default_batch), never
-    more than the queue holds."""
-    return settings.max_batch or min(default_batch(provider), settings.max_queue_tiles)
-
-
-def load_onnx(settings: Settings) -> Runner:
-    lanes = settings.cpu_lanes or min(serving_batch(settings, CPU), session_threads(settings.threads))
-    return load_runner(settings.model_path, settings.providers, settings.threads, lanes)
-
-
 def create_app(
     settings: Settings | None = None,
-    runner_factory: RunnerFactory = load_onnx,
+    runner_factory: RunnerFactory = load_from_settings,
     configure_logs: bool = False,
 ) -> FastAPI:
     """Settings None: read from DERAIN_* at start-up. `runner_factory` lets tests serve a fake model."""
-    state = ServiceState(metrics=Metrics(), lifecycle=Lifecycle(), settings=settings)
+    state = AppState(metrics=Metrics(), lifecycle=Lifecycle())
+    state.metrics.inflight.set_function(lambda: state.lifecycle.inflight)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with _serve(state, runner_factory, configure_logs):
-            yield
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Serving]]:
+        loaded = settings or Settings()
+        document_api_key(app, loaded)
+        async with _serve(state, loaded, runner_factory, configure_logs) as serving:
+            yield {"serving": serving}
 
     app = FastAPI(
         title="MSPFN deraining service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan
     )
     app.state.service = state
-    install_error_handlers(app, state)
-    document_api_key(app, state)
+    install_error_handlers(app, state.metrics)
     app.include_router(router)
-    app.add_middleware(RequestContext, metrics=state.metrics, lifecycle=state.lifecycle)
+    app.add_middleware(RequestContext, metrics=state.metrics)
     return app
 
 
 @asynccontextmanager
 async def _serve(
-    state: ServiceState, runner_factory: RunnerFactory, configure_logs: bool
-) -> AsyncIterator[None]:
-    settings = state.settings = state.settings or Settings()
+    state: AppState, settings: Settings, runner_factory: RunnerFactory, configure_logs: bool
+) -> AsyncIterator[Serving]:
     if configure_logs:
         configure_logging(settings.log_format, settings.log_level)
     try:
@@ -85,27 +83,26 @@ async def _serve(
         state.startup_error = str(error)
         log.error("cannot serve the model: %s", error)
         raise
-    max_batch = serving_batch(settings, runner.active_provider)
-    _publish_model(state, settings, runner, max_batch)
-    batcher = Batcher(
-        runner.run, state.metrics, max_batch, settings.max_wait_ms / 1000, settings.max_queue_tiles
+    max_batch = serving_batch(settings.max_batch, runner.active_provider, settings.max_queue_tiles)
+    _publish_model(state.metrics, runner)
+    tiling = Tiling(settings.tile_size, settings.tile_overlap, runner.info.pad_multiple)
+    batcher, derainer = build_derainer(
+        runner.run,
+        state.metrics,
+        tiling,
+        max_batch,
+        settings.max_wait_ms / 1000,
+        settings.max_queue_tiles,
+        settings.max_pixels,
     )
     batcher.start()
     state.lifecycle.on_abandon(batcher.stop)
-    state.derainer = Derainer(
-        batcher,
-        state.metrics,
-        settings.tile_size,
-        settings.tile_overlap,
-        runner.info.pad_multiple,
-        settings.max_pixels,
-    )
     warm_up = asyncio.create_task(
         _warm_up(state.lifecycle, runner, batcher, settings.tile_size, max_batch), name="derain-warm-up"
     )
     log.info("serving", extra={"settings": _public(settings), "max_batch": max_batch})
     try:
-        yield
+        yield Serving(settings, derainer, _describe(runner, settings, max_batch))
     finally:
         state.lifecycle.begin_shutdown()
         warm_up.cancel()
@@ -116,29 +113,30 @@ async def _serve(
 
 
 def _check_tile(settings: Settings, runner: Runner) -> None:
-    multiple = runner.info.pad_multiple
-    if settings.tile_size % multiple or settings.tile_overlap > settings.tile_size - multiple:
-        raise ModelError(
-            f"tile size {settings.tile_size} px must be a multiple of the model's pad multiple {multiple}, "
-            f"and the overlap at most {settings.tile_size - multiple} px"
-        )
+    try:
+        check_tiling(settings.tile_size, settings.tile_overlap, runner.info.pad_multiple)
+    except ValueError as error:
+        raise ModelError(f"{error} (the model's pad multiple is {runner.info.pad_multiple})") from None
 
 
-def _publish_model(state: ServiceState, settings: Settings, runner: Runner, max_batch: int) -> None:
+def _publish_model(metrics: Metrics, runner: Runner) -> None:
     info = runner.info
-    fallback = CUDA in runner.requested_providers and runner.active_provider != CUDA
-    state.metrics.set_model(
+    metrics.set_model(
         preset=info.preset,
         weights_sha256=info.weights_sha256,
         provider=runner.active_provider,
         requested=",".join(runner.requested_providers),
         precision=info.precision,
-        fallback=fallback,
+        fallback=fell_back(runner),
     )
-    state.model = {
-        "preset": info.preset,
+
+
+def _describe(runner: Runner, settings: Settings, max_batch: int) -> dict[str, str]:
+    """The model as /readyz reports it."""
+    return {
+        "preset": runner.info.preset,
         "provider": runner.active_provider,
-        "precision": info.precision,
+        "precision": runner.info.precision,
         "tile_size": str(settings.tile_size),
         "max_batch": str(max_batch),
     }

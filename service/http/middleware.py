@@ -1,5 +1,4 @@
-"""Per-request context as plain ASGI middleware: request id, access log line, request counter, total time,
-and the count of /derain requests in flight that a graceful shutdown waits for.
+"""Per-request context as plain ASGI middleware: request id, access log line, request counter, total time.
 
 The id comes from the client's X-Request-Id when it is a short token, else a fresh one; it is echoed in
 the X-Request-Id response header of every response (errors too) and stamped on every log line.
@@ -15,7 +14,6 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.engine import Lifecycle
 from service.logs import request_id
 from service.metrics import Metrics
 
@@ -27,10 +25,9 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, metrics: Metrics, lifecycle: Lifecycle) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.lifecycle = lifecycle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,11 +47,7 @@ class RequestContext:
             await send(message)
 
         try:
-            if scope.get("path") == "/derain":  # counted from arrival: no admitted request is missed
-                with self.lifecycle.in_flight():
-                    await self.app(scope, receive, send_with_id)
-            else:
-                await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
         finally:
             self._record(scope, status, time.perf_counter() - started)
             request_id.reset(token)

@@ -27,10 +27,10 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from service.engine import Lifecycle
+from service.http.app import create_app
+from service.http.lifecycle import Lifecycle
+from service.http.protocol import LimitedH11Protocol
 from service.logs import configure_logging
-from service.main import create_app
-from service.protocol import LimitedH11Protocol
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import pytest
 import uvicorn
 from cli_helpers import API_KEY, TILE
 
-from service.main import create_app
+from service.http.app import create_app
 from service.settings import Settings
 from tests.loopback import free_port, wait_ready
 

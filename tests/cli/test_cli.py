@@ -13,7 +13,7 @@ from cli_helpers import API_KEY, TILE
 from PIL import Image
 
 from service.cli import main
-from service.runtime import CPU, load_runner
+from service.core.runtime import CPU, load_runner
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -173,7 +173,7 @@ def test_the_console_script_is_this_main_and_needs_no_torch() -> None:
 def test_local_batch_defaults_to_one_tile_per_call_on_the_cpu(
     tiny_onnx: Path, batch: int, expected: int, lanes: int
 ) -> None:
-    from service.cli_backends import LocalBackend
+    from service.cli.backends import LocalBackend
 
     backend = LocalBackend.load(tiny_onnx, [CPU], tile_size=64, overlap=16, batch=batch, threads=2)
     assert backend._batch == expected  # 0: the provider's default (runtime.default_batch)

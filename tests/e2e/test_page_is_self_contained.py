@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from service.page import PAGE
+from service.http.page import PAGE
 
 
 def test_the_page_loads_nothing_from_another_origin() -> None:

@@ -39,7 +39,7 @@ def test_probes_use_the_service_health_endpoints(rendered: Rendered) -> None:
 def test_probe_paths_answer_as_the_probes_expect() -> None:
     """On the real app before warm-up: liveness 200, readiness 503 (not 404), metrics served."""
     testclient = pytest.importorskip("fastapi.testclient")
-    main = import_service("service.main")
+    main = import_service("service.http.app")
     rendered = render_overlay("gpu")
     paths = probe_paths(rendered)
     client = testclient.TestClient(main.create_app())  # no `with`: no lifespan, the model never loads

@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 from svc_helpers import FakeRunner
 
-from service.main import create_app
-from service.runtime import Runner
-from service.server import DrainingServer, uvicorn_config
+from service.core.runtime import Runner
+from service.http.app import create_app
+from service.http.server import DrainingServer, uvicorn_config
 from service.settings import Settings
 from tests.loopback import free_port, wait_ready
 

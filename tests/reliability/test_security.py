@@ -24,7 +24,7 @@ import pytest
 from reliability_helpers import live_server, raw_exchange
 from svc_helpers import FakeRunner, SettingsFactory, metric, noise, png_bytes, serve
 
-from service import engine
+from service.core import derainer as engine
 from service.logs import JsonFormatter
 
 KEY = "sk-live-4f9d2c7e1b"
@@ -87,7 +87,7 @@ def test_the_api_key_is_compared_in_constant_time(
         compared.append((a, b))
         return compare(a, b)
 
-    monkeypatch.setattr("service.api.hmac.compare_digest", spy)
+    monkeypatch.setattr("service.http.routes.hmac.compare_digest", spy)
     body = png_bytes(noise(20, 20))
     with serve(make_settings(api_key=KEY), fake_runner) as client:
         for token, status in ((KEY, 200), (WRONG, 401), (KEY[:-1], 401), ("x" * 500, 401), ("", 401)):

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.main import create_app
-from service.runtime import ModelInfo, Runner
+from service.core.runtime import ModelInfo, Runner
+from service.http.app import create_app
 from service.settings import Settings
 
 SettingsFactory = Callable[..., Settings]  # the `make_settings` fixture: overrides -> Settings

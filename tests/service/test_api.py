@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from svc_helpers import SettingsFactory, encoded, noise, png_bytes, serve
 
-from service.pipeline import plan_grid
-from service.runtime import load_runner
+from service.core.pipeline import plan_grid
+from service.core.runtime import load_runner
 
 
 def open_image(content: bytes) -> Image.Image:

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from svc_helpers import SECRET, FakeRunner, SettingsFactory, metric, noise, png_bytes, serve, wait_until
 
-from service.api import ERROR_STATUS
 from service.errors import DerainError
+from service.http.error_table import ERROR_STATUS
 
 PNG = png_bytes(noise(20, 20))
 

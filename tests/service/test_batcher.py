@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from svc_helpers import FakeRunner
 
-from service.batcher import Batcher, TileResult, gather_tiles
+from service.core.batcher import Batcher, TileResult, gather_tiles
 from service.errors import ClientDisconnected, InferenceFailed, Overloaded, ShuttingDown
 from service.metrics import Metrics
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image, ImageCms, ImageOps
 from svc_helpers import encoded, noise, png_bytes
 
+from service.core.pipeline import decode, encode, output_format, probe
 from service.errors import BadImage, TooLarge, UnsupportedMedia
-from service.pipeline import decode, encode, output_format, probe
 
 LIMIT = 10_000_000
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()

@@ -18,9 +18,9 @@ import pytest
 from fastapi.testclient import TestClient
 from svc_helpers import FakeRunner, SettingsFactory, metric, noise, png_bytes, serve, wait_until
 
+from service.core.runtime import ModelError
+from service.http.app import create_app
 from service.logs import JsonFormatter, RequestIdFilter, request_id
-from service.main import create_app
-from service.runtime import ModelError
 from tests.loopback import free_port, wait_ready
 
 PNG = png_bytes(noise(20, 20))
@@ -164,6 +164,7 @@ def test_a_client_that_disconnects_has_its_tiles_dropped(
                 "scheme": "http", "path": "/derain", "raw_path": b"/derain", "query_string": b"",
                 "root_path": "", "headers": [(b"content-type", b"image/png")],
                 "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+                "state": client.app_state.copy(),  # the lifespan's state, as a server passes it on
             }  # fmt: skip
             await client.app(scope, receive, send)  # type: ignore[arg-type]
 

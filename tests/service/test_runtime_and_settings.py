@@ -12,8 +12,7 @@ import onnxruntime as ort
 import pytest
 from pydantic import ValidationError
 
-from service.main import serving_batch
-from service.runtime import CPU, CUDA, ModelError, load_runner
+from service.core.runtime import CPU, CUDA, ModelError, load_runner, serving_batch
 from service.settings import DEFAULT_TILE_SIZE, Settings
 
 
@@ -87,7 +86,7 @@ def test_cpu_prefers_the_optimized_sibling(tiny_onnx: Path, tmp_path: Path) -> N
 def test_cuda_requested_without_cuda_falls_back_to_cpu_loudly(
     tiny_onnx: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("WARNING", logger="service.runtime")
+    caplog.set_level("WARNING", logger="service.core.runtime")
     runner = load_runner(tiny_onnx, [CUDA, CPU], threads=1)
     assert runner.active_provider == CPU and runner.fallback
     assert any("CUDA was requested" in record.getMessage() for record in caplog.records)
@@ -171,7 +170,7 @@ def test_serving_batch_is_per_provider_unless_set(
     tiny_onnx: Path, overrides: dict[str, object], provider: str, batch: int
 ) -> None:
     settings = Settings(model_path=tiny_onnx, **overrides)  # type: ignore[arg-type]
-    assert serving_batch(settings, provider) == batch
+    assert serving_batch(settings.max_batch, provider, settings.max_queue_tiles) == batch
 
 
 @pytest.mark.parametrize(

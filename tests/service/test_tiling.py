@@ -8,15 +8,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.pipeline import feather_ramp, plan_grid, split, stitch
-from service.pipeline.tiling import tile_starts
-from service.runtime import load_runner
+from service.core.pipeline import TileGrid, check_tiling, feather_ramp, plan_grid, split, stitch
+from service.core.pipeline.tiling import tile_starts
+from service.core.runtime import load_runner
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "RealSIRR147"
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "mspfn-lite.safetensors"
 # The real rainy photos of ../shared/data (see its README); a checkout without them skips these tests.
 needs_photos = pytest.mark.skipif(not REAL.is_dir(), reason=f"real rainy photos not found at {REAL}")
 SIZES = [(1, 1), (37, 53), (64, 64), (65, 64), (100, 150), (300, 257), (64, 500)]
+
+
+def cut(image: np.ndarray, tile_size: int, overlap: int, align: int = 8) -> tuple[list[np.ndarray], TileGrid]:
+    """Plan the grid once for the image's size, then split along it, as the derainer does."""
+    grid = plan_grid(image.shape[1], image.shape[2], tile_size, overlap, align)
+    return split(image, grid), grid
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -43,7 +49,7 @@ def test_tile_starts_cover_the_canvas_with_aligned_overlapping_tiles(
 @pytest.mark.parametrize(("height", "width"), SIZES)
 def test_split_then_stitch_of_an_identity_is_exact(height: int, width: int) -> None:
     image = np.random.default_rng(height * width).random((3, height, width), dtype=np.float32)
-    tiles, grid = split(image, 64, 16, align=8)
+    tiles, grid = cut(image, 64, 16, align=8)
     assert all(tile.shape == (3, 64, 64) for tile in tiles)
     assert len(tiles) == grid.count == len(grid.tops) * len(grid.lefts)
     assert np.array_equal(stitch(tiles, grid), image)
@@ -51,7 +57,7 @@ def test_split_then_stitch_of_an_identity_is_exact(height: int, width: int) -> N
 
 def test_small_images_are_reflect_padded_to_one_full_tile() -> None:
     image = np.arange(3 * 5 * 7, dtype=np.float32).reshape(3, 5, 7)
-    (tile,), grid = split(image, 16, 8, align=8)
+    (tile,), grid = cut(image, 16, 8, align=8)
     assert (grid.canvas_height, grid.canvas_width) == (16, 16)
     assert np.array_equal(tile[:, :5, :7], image)
     assert np.array_equal(tile[:, 5, :7], image[:, 3])  # reflection: row 5 mirrors row 3
@@ -60,7 +66,7 @@ def test_small_images_are_reflect_padded_to_one_full_tile() -> None:
 
 def test_a_constant_image_stays_constant_across_tile_borders() -> None:
     image = np.full((3, 150, 230), 0.37, np.float32)
-    tiles, grid = split(image, 64, 16, align=8)
+    tiles, grid = cut(image, 64, 16, align=8)
     assert grid.count > 4
     assert np.array_equal(stitch(tiles, grid), image)
 
@@ -84,9 +90,32 @@ def test_feather_ramp_fades_in_over_the_middle_half() -> None:
 
 
 def test_stitch_rejects_tiles_that_do_not_fit_the_grid() -> None:
-    tiles, grid = split(np.zeros((3, 100, 100), np.float32), 64, 16, align=8)
+    tiles, grid = cut(np.zeros((3, 100, 100), np.float32), 64, 16, align=8)
     with pytest.raises(ValueError, match="tiles"):
         stitch(tiles[:-1], grid)
+
+
+def test_split_refuses_an_image_the_grid_was_not_planned_for() -> None:
+    grid = plan_grid(100, 100, 64, 16, 8)
+    with pytest.raises(ValueError, match="100x100"):
+        split(np.zeros((3, 100, 108), np.float32), grid)
+
+
+@pytest.mark.parametrize(
+    ("tile", "overlap", "multiple", "message"),
+    [
+        (100, 16, 8, "tile size 100 px is not a multiple of 8"),
+        (64, 60, 8, "tile overlap 60 px must be at most the tile size minus 8 \\(56 px\\)"),
+        (64, -1, 8, "tile overlap -1 px"),
+        (48, 40, 16, "tile overlap 40 px must be at most the tile size minus 16 \\(32 px\\)"),
+    ],
+)
+def test_the_tiling_rule_names_what_is_wrong(tile: int, overlap: int, multiple: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_tiling(tile, overlap, multiple)
+    with pytest.raises(ValueError, match=message):  # plan_grid asks the same rule
+        plan_grid(10, 10, tile, overlap, multiple)
+    check_tiling(tile // multiple * multiple, 0, multiple)  # a fitting tile and overlap pass
 
 
 @needs_photos
@@ -98,7 +127,7 @@ def test_tiled_inference_matches_whole_image_inference(tiny_onnx: Path) -> None:
     image = np.asarray(photo, np.float32).transpose(2, 0, 1) / 255
     image = np.ascontiguousarray(image[:, : image.shape[1] // 8 * 8, : image.shape[2] // 8 * 8])
     whole = runner.run(image[np.newaxis])[0]
-    tiles, grid = split(image, 64, 16, align=8)
+    tiles, grid = cut(image, 64, 16, align=8)
     tiled = stitch([runner.run(tile[np.newaxis])[0] for tile in tiles], grid)
     assert grid.count >= 9
     assert psnr(whole, image) < 60  # the model really changes the image...
@@ -107,7 +136,6 @@ def test_tiled_inference_matches_whole_image_inference(tiny_onnx: Path) -> None:
 
 @pytest.mark.slow
 @needs_photos
-@pytest.mark.skipif(not SHIPPED_WEIGHTS.exists(), reason="shipped weights not trained yet")
 def test_tiled_output_matches_whole_image_with_the_shipped_weights(tmp_path: Path) -> None:
     """Issue 4's criterion: PSNR >= 40 dB between tiled (default tile/overlap) and whole-image output."""
     from model_export import export_onnx
@@ -121,6 +149,6 @@ def test_tiled_output_matches_whole_image_with_the_shipped_weights(tmp_path: Pat
     height, width = image.shape[1] // 8 * 8, image.shape[2] // 8 * 8  # whole-image run needs multiples of 8
     image = np.ascontiguousarray(image[:, :height, :width])
     whole = runner.run(image[np.newaxis])[0]
-    tiles, grid = split(image, DEFAULT_TILE_SIZE, 32, align=8)
+    tiles, grid = cut(image, DEFAULT_TILE_SIZE, 32, align=8)
     tiled = stitch([runner.run(tile[np.newaxis])[0] for tile in tiles], grid)
     assert psnr(tiled, whole) >= 40

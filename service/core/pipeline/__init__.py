@@ -1,11 +1,11 @@
 """HTTP bytes <-> RGB float32 NCHW in [0, 1]: decode, limits, tiling, stitching, encode. Plain numpy + Pillow.
 
-No FastAPI and no onnxruntime here: the api calls in, the batcher and runtime are called by others.
+No FastAPI and no onnxruntime here (tests/service/test_layers.py checks): the derainer calls in.
 """
 
-from service.pipeline.decode import DecodedImage, ImageInfo, decode, probe
-from service.pipeline.encode import MEDIA_TYPES, OUTPUT_FORMATS, OutputFormat, encode, output_format
-from service.pipeline.tiling import TileGrid, feather_ramp, plan_grid, split, stitch
+from service.core.pipeline.decode import DecodedImage, ImageInfo, decode, probe
+from service.core.pipeline.encode import MEDIA_TYPES, OUTPUT_FORMATS, OutputFormat, encode, output_format
+from service.core.pipeline.tiling import TileGrid, check_tiling, feather_ramp, plan_grid, split, stitch
 
 __all__ = [
     "MEDIA_TYPES",
@@ -14,6 +14,7 @@ __all__ = [
     "ImageInfo",
     "OutputFormat",
     "TileGrid",
+    "check_tiling",
     "decode",
     "encode",
     "feather_ramp",

@@ -19,7 +19,7 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
-from service.pipeline.decode import ImageInfo
+from service.core.pipeline.decode import ImageInfo
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("png", "jpeg", "webp")

@@ -1,6 +1,7 @@
 """Cut an image into fixed-size overlapping tiles and stitch the model's tiles back, seam-free.
 
-Two pure functions, `split` and `stitch`, joined by a `TileGrid` that says where every tile sits.
+Two pure functions, `split` and `stitch`, joined by a `TileGrid` that says where every tile sits
+(`plan_grid` plans it once, from the image's size: before decoding, in the service).
 
 Layout: CHW float32 (channels first, one image); tiles are (C, T, T) where T = tile size.
 Every tile has the exact serving shape, so tiles of different requests can share a batch and the
@@ -70,12 +71,22 @@ def tile_starts(length: int, tile_size: int, overlap: int, align: int = 1) -> tu
     return tuple(align * ((i * units + gaps // 2) // gaps) for i in range(gaps + 1))
 
 
-def plan_grid(height: int, width: int, tile_size: int, overlap: int, align: int = 1) -> TileGrid:
-    if tile_size % align or not 0 <= overlap <= tile_size - align:
+def check_tiling(tile_size: int, overlap: int, multiple: int) -> None:
+    """The one tiling rule: tiles are a multiple of the network's pad multiple (they start on its grid),
+    and neighbours overlap by 0 to tile - multiple px (so each tile still moves the grid on). ValueError
+    with a one-line reason otherwise; settings, start-up, the CLI and `plan_grid` all ask here."""
+    if tile_size % multiple:
+        raise ValueError(f"tile size {tile_size} px is not a multiple of {multiple}")
+    if not 0 <= overlap <= tile_size - multiple:
         raise ValueError(
-            f"tile size {tile_size} must be a multiple of {align}, "
-            f"and overlap {overlap} at most {tile_size - align}"
+            f"tile overlap {overlap} px must be at most the tile size minus {multiple} "
+            f"({tile_size - multiple} px)"
         )
+
+
+def plan_grid(height: int, width: int, tile_size: int, overlap: int, align: int = 1) -> TileGrid:
+    """Where the tiles of a `height` x `width` image go; `align` is the network's pad multiple."""
+    check_tiling(tile_size, overlap, align)
     if height < 1 or width < 1:
         raise ValueError(f"image size {height}x{width} has an empty side")
     return TileGrid(
@@ -87,20 +98,19 @@ def plan_grid(height: int, width: int, tile_size: int, overlap: int, align: int 
     )
 
 
-def split(
-    image: np.ndarray, tile_size: int, overlap: int, align: int = 1
-) -> tuple[list[np.ndarray], TileGrid]:
-    """CHW image -> (C, T, T) tiles in row-major order (views of the canvas, not copies) and their grid."""
-    if image.ndim != 3:
-        raise ValueError(f"expected a CHW image, got shape {image.shape}")
-    _, height, width = image.shape
-    grid = plan_grid(height, width, tile_size, overlap, align)
-    pad_bottom, pad_right = grid.canvas_height - height, grid.canvas_width - width
+def split(image: np.ndarray, grid: TileGrid) -> list[np.ndarray]:
+    """CHW image -> (C, T, T) tiles in row-major order, where `grid` (planned for this image's size by
+    `plan_grid`) puts them: views of the padded canvas, not copies."""
+    if image.ndim != 3 or image.shape[1:] != (grid.image_height, grid.image_width):
+        raise ValueError(
+            f"expected a CHW image of {grid.image_height}x{grid.image_width}, got shape {image.shape}"
+        )
+    pad_bottom, pad_right = grid.canvas_height - grid.image_height, grid.canvas_width - grid.image_width
     canvas = image
     if pad_bottom or pad_right:
         canvas = np.pad(image, ((0, 0), (0, pad_bottom), (0, pad_right)), mode="reflect")
-    tiles = [canvas[:, top : top + tile_size, left : left + tile_size] for top, left in grid.tile_corners()]
-    return tiles, grid
+    size = grid.tile_size
+    return [canvas[:, top : top + size, left : left + size] for top, left in grid.tile_corners()]
 
 
 def stitch(tiles: Sequence[np.ndarray], grid: TileGrid) -> np.ndarray:

@@ -1,17 +1,23 @@
 """MSPFN (Jiang et al., CVPR 2020) in PyTorch, following shared/MSPFN_SPEC.md.
 
 Layout everywhere: RGB, float32 in [0, 1], NCHW. The network predicts the rain layer R and returns I - R.
-H and W given to `MSPFN.forward` must be multiples of `pad_multiple`; `derain` pads any size.
+H and W given to `MSPFN.forward` must be multiples of `PAD_MULTIPLE` (8); `derain` pads any size.
+Scale triples run coarse to fine everywhere, as the paper writes N: (1/4, 1/2, 1) in the config, and
+(x4, x2, x1) between the modules.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# H and W must be multiples of this: the network halves them three times (the 1/4-scale U-block's Down).
+# Fixed by the architecture, so not a free hyper-parameter; checkpoints and model cards still record it.
+PAD_MULTIPLE = 8
 
 @dataclass(frozen=True)
 class MSPFNConfig:
@@ -24,14 +30,18 @@ class MSPFNConfig:
     lstm_hidden: tuple[int, int, int] = (64, 128, 256)  # ConvLSTM hidden size at scales (1/4, 1/2, 1)
     recon_width: int = 32  # channels of the last hidden layer of the reconstruction module
     reduction: int = 4  # channel-attention squeeze ratio inside each RCAB
-    pad_multiple: int = 8  # H and W must be multiples of this (three halvings inside the network)
+    pad_multiple: ClassVar[int] = PAD_MULTIPLE  # not a field: fixed by the architecture
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """The fields, then pad_multiple (as every checkpoint, card and ONNX file has recorded it)."""
+        return {**asdict(self), "pad_multiple": PAD_MULTIPLE}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> MSPFNConfig:
         fields = dict(data)
+        recorded = fields.pop("pad_multiple", PAD_MULTIPLE)
+        if recorded != PAD_MULTIPLE:
+            raise ValueError(f"pad_multiple {recorded}: this network's is fixed at {PAD_MULTIPLE}")
         for key in ("rcabs", "lstm_hidden"):
             if key in fields:
                 fields[key] = tuple(fields[key])  # type: ignore[arg-type]
@@ -148,14 +158,14 @@ class CoarseFusion(nn.Module):
         self.expand4, self.expand2, self.expand1 = (ConvPReLU(h, c) for h in (h4, h2, h1))
         self.up42, self.up41, self.up21 = (UpPReLU(c, c) for _ in range(3))
 
-    def forward(self, f1: Tensor, f2: Tensor, f4: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, f4: Tensor, f2: Tensor, f1: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         r4 = self.expand4(self.lstm4(self.squeeze4(f4))) + f4
         u42 = self.up42(r4)
         r2 = self.expand2(self.lstm2(self.squeeze2(f2 + u42))) + f2
         u41 = self.up41(u42)  # the spec upsamples U42 again, not R2
         u21 = self.up21(r2)
         r1 = self.expand1(self.lstm1(self.squeeze1(f1 + u21 + u41))) + f1
-        return r1, r2, r4
+        return r4, r2, r1
 
 
 class FineFusionStage(nn.Module):
@@ -170,14 +180,14 @@ class FineFusionStage(nn.Module):
         self.block1 = UBlock(c, n1, cfg.reduction)
         self.up_v, self.up_w4, self.up_w2 = (UpPReLU(c, c) for _ in range(3))
 
-    def forward(self, x1: Tensor, x2: Tensor, x4: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x4: Tensor, x2: Tensor, x1: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x4 = x4 + self.block4(x4)
         v = self.up_v(x4)
         x2 = x2 + self.block2(x2 + v)  # the residual adds to X2, not to X2 + V
         w4 = self.up_w4(v)
         w2 = self.up_w2(x2)
         x1 = x1 + self.block1(x1 + w4 + w2)
-        return x1, x2, x4
+        return x4, x2, x1
 
 
 class Reconstruction(nn.Module):
@@ -193,7 +203,7 @@ class Reconstruction(nn.Module):
         self.rain = conv3(cfg.recon_width, 3)  # linear, no bias
 
     def forward(self, x: tuple[Tensor, Tensor, Tensor], r: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        (x1, x2, x4), (r1, r2, r4) = x, r
+        (x4, x2, x1), (r4, r2, r1) = x, r
         y4 = self.fuse4(torch.cat([x4, r4], dim=1))
         y2 = self.fuse2(torch.cat([x2, r2], dim=1))
         y1 = self.fuse1(torch.cat([x1, r1], dim=1))
@@ -208,7 +218,7 @@ class MSPFN(nn.Module):
     def __init__(self, config: MSPFNConfig | None = None) -> None:
         super().__init__()
         self.config = config or MSPFNConfig()
-        self.pad_multiple = self.config.pad_multiple
+        self.pad_multiple = PAD_MULTIPLE
         c = self.config.width
         self.head1, self.head2, self.head4 = (ConvPReLU(3, c) for _ in range(3))
         self.coarse = CoarseFusion(self.config)
@@ -217,14 +227,15 @@ class MSPFN(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # Glorot-uniform convs and zero biases as in the original; small gate weights (TF: N(0, 1e-3)).
+        # Glorot-uniform convs and zero biases as in the original; the ConvLSTM gates' weights a
+        # truncated normal with std 1e-3, as MSPFN_SPEC.md gives TF's initialiser.
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.xavier_uniform_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         for lstm in (self.coarse.lstm1, self.coarse.lstm2, self.coarse.lstm4):
-            nn.init.trunc_normal_(lstm.gates.weight, std=1e-2)
+            nn.init.trunc_normal_(lstm.gates.weight, std=1e-3)
         # A zero rain head makes the untrained network the identity (output = input), a far better
         # starting point than a random rain layer; its gradient is not zero, so it learns at once.
         nn.init.zeros_(self.reconstruct.rain.weight)
@@ -233,7 +244,7 @@ class MSPFN(nn.Module):
         f1 = self.head1(image)
         f2 = self.head2(F.avg_pool2d(image, 2))
         f4 = self.head4(F.avg_pool2d(image, 4))
-        r = self.coarse(f1, f2, f4)
+        r = self.coarse(f4, f2, f1)
         x = r
         for stage in self.stages:
             x = stage(*x)
@@ -272,6 +283,7 @@ def count_parameters(model: nn.Module) -> int:
 __all__ = [
     "MSPFN",
     "MSPFNConfig",
+    "PAD_MULTIPLE",
     "PRESETS",
     "count_parameters",
     "derain",

@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from mspfn.complexity import macs_per_pixel
-from mspfn.model import MSPFN, PRESETS, count_parameters, derain, pad_to_multiple, preset
+from mspfn.model import (
+    MSPFN,
+    PAD_MULTIPLE,
+    PRESETS,
+    MSPFNConfig,
+    count_parameters,
+    derain,
+    pad_to_multiple,
+    preset,
+)
 from tests.conftest import make_tiny_model
 
 
@@ -35,6 +44,28 @@ def test_unknown_preset_is_refused() -> None:
 def test_presets_round_trip_through_dicts() -> None:
     for config in PRESETS.values():
         assert type(config).from_dict(config.to_dict()) == config
+
+
+def test_the_pad_multiple_is_fixed_yet_recorded_as_checkpoints_always_had_it() -> None:
+    recorded = preset("lite").to_dict()
+    assert list(recorded)[-1] == "pad_multiple" and recorded["pad_multiple"] == PAD_MULTIPLE == 8
+    assert MSPFNConfig.from_dict({key: v for key, v in recorded.items() if key != "pad_multiple"}) == preset(
+        "lite"
+    )
+    with pytest.raises(ValueError, match="pad_multiple 4: this network's is fixed at 8"):
+        MSPFNConfig.from_dict({**recorded, "pad_multiple": 4})
+    assert MSPFN(preset("lite")).pad_multiple == 8
+
+
+def test_convlstm_gates_start_with_the_spec_std() -> None:
+    """MSPFN_SPEC.md: the ConvLSTM convolution starts as a truncated normal with sigma 1e-3."""
+    torch.manual_seed(0)
+    coarse = MSPFN(preset("lite")).coarse
+    for lstm in (coarse.lstm4, coarse.lstm2, coarse.lstm1):
+        weight = lstm.gates.weight.detach()
+        assert weight.numel() >= 6_000
+        assert 0.9e-3 < float(weight.std()) < 1.1e-3 and float(weight.mean().abs()) < 1e-4
+        assert not lstm.gates.bias.detach().any()
 
 
 @pytest.mark.parametrize("size", [(1, 1), (37, 53), (8, 8), (3, 17)])
@@ -72,12 +103,22 @@ def test_untrained_network_is_the_identity() -> None:
 
 
 def test_live_gate_lstm_equals_a_full_cell_from_zero_state() -> None:
+    """The spec's full cell, computed here on its own: gates = Conv3x3(concat[x, h0]) split i, j, f, o,
+    forget bias +1, from h0 = c0 = 0. The live-gate cell gets that kernel's i, j and o blocks (x rows)."""
     from mspfn.model import LiveGateConvLSTM
 
     torch.manual_seed(0)
-    cell = LiveGateConvLSTM(4, 6)
-    x = torch.randn(1, 4, 8, 8)
-    i, j, o = torch.split(cell.gates(x), 6, dim=1)
-    forget = torch.randn_like(i)  # any forget gate: it multiplies c0 = 0
-    c = torch.sigmoid(forget + 1) * torch.zeros_like(i) + torch.sigmoid(i) * torch.tanh(j)
-    assert torch.allclose(cell(x), torch.tanh(c) * torch.sigmoid(o))
+    cin, hidden = 4, 6
+    kernel = torch.randn(4 * hidden, cin + hidden, 3, 3)  # output blocks i, j, f, o; input rows x, then h
+    bias = torch.randn(4 * hidden)
+    x = torch.randn(1, cin, 8, 8)
+    h0 = c0 = torch.zeros(1, hidden, 8, 8)
+    gates = torch.nn.functional.conv2d(torch.cat([x, h0], dim=1), kernel, bias, padding=1)
+    i, j, f, o = (gates[:, k * hidden : (k + 1) * hidden] for k in range(4))
+    expected = torch.tanh(torch.sigmoid(f + 1) * c0 + torch.sigmoid(i) * torch.tanh(j)) * torch.sigmoid(o)
+    cell = LiveGateConvLSTM(cin, hidden)
+    live = (0, 1, 3)  # i, j, o
+    with torch.no_grad():
+        cell.gates.weight.copy_(torch.cat([kernel[k * hidden : (k + 1) * hidden, :cin] for k in live]))
+        cell.gates.bias.copy_(torch.cat([bias[k * hidden : (k + 1) * hidden] for k in live]))
+        assert torch.allclose(cell(x), expected, atol=1e-6)

@@ -1,10 +1,16 @@
-# syntax=docker/dockerfile:1
 # The deraining service image. Stages:
 #   export        CPU torch turns weights/$MODEL_NAME.safetensors into /models/$MODEL_NAME.onnx (+ .opt.onnx)
-#   cpu           python:3.11-slim + onnxruntime            docker build --target cpu -t derain:cpu .
-#   gpu-venv      CPython 3.11 + pinned dependencies + onnxruntime-gpu, copied into the gpu target
+#   cpu-venv      /opt/venv: pinned dependencies + onnxruntime + the service, copied into the cpu target
+#   cpu           python:3.11-slim + that venv                docker build --target cpu -t derain:cpu .
+#   gpu-venv      CPython 3.11 + pinned dependencies + onnxruntime-gpu + the service, copied into the gpu target
 #   gpu (default) CUDA 12 + cuDNN 9 runtime image + that Python   docker build -t derain:gpu .
 # Neither runtime image contains torch: only the service, its pinned dependencies and the exported model.
+# No `# syntax=` line: BuildKit would pull its frontend image from a registry, which an offline build lacks.
+#
+# Offline (no registry, no PyPI; README, Docker): PYTHON_IMAGE names a local image with Python 3.11 and
+# venv (docker/offline/base-image.sh builds one from Debian's packages) and WHEELS a folder of the build
+# context holding every wheel the build installs (docker/offline/wheelhouse.sh fills one); pip and uv then
+# run with --no-index --find-links. WHEELS empty (the default): wheels come from PyPI and PyTorch's index.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 # onnxruntime-gpu 1.26 on PyPI is built for CUDA 12.x + cuDNN 9.x (1.27 and later need CUDA 13);
@@ -19,22 +25,33 @@ ARG PIP_VERSION=26.3
 ARG PYTHON_VERSION=3.11.18
 ARG UV_VERSION=0.13.9
 ARG MODEL_NAME=mspfn-lite
+ARG WHEELS=
 
 # ---------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS export
 ARG ORT_VERSION
 ARG TORCH_VERSION
 ARG MODEL_NAME
+ARG WHEELS
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
+# The wheels of an offline build, else only this small file (COPY needs a source that always exists).
+# Every stage that installs copies them to /tmp/wheels; no runtime image keeps that layer.
+COPY docker/requirements-service.txt ${WHEELS} /tmp/wheels/
+# A venv, so that a base whose Python is Debian's (externally managed) works too.
+RUN python -m venv /opt/venv \
+    && pip install --no-cache-dir ${WHEELS:+--no-index --find-links /tmp/wheels} \
+        --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
 # Metadata only: installs the [train] dependencies in a layer that code edits do not invalidate
 # (no package sources yet, so the project itself installs empty; `python -m` below runs from /src).
 # ".[train]" is this project by path; hadolint takes it for an unpinned package name.
 COPY pyproject.toml README.md ./
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir "onnxruntime==${ORT_VERSION}" ".[train]"
+RUN pip install --no-cache-dir ${WHEELS:+--no-index --find-links /tmp/wheels} \
+        "onnxruntime==${ORT_VERSION}" ".[train]"
 COPY mspfn/ mspfn/
 COPY model_export/ model_export/
 COPY weights/ weights/
@@ -43,27 +60,39 @@ RUN python -m model_export --weights "weights/${MODEL_NAME}.safetensors" \
         --out "/models/${MODEL_NAME}.onnx" --optimize
 
 # ---------------------------------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS cpu
+# The cpu target's /opt/venv, built here so that the wheels of an offline build stay out of the image.
+FROM ${PYTHON_IMAGE} AS cpu-venv
 ARG ORT_VERSION
 ARG PIP_VERSION
+ARG WHEELS
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+COPY docker/requirements-service.txt ${WHEELS} /tmp/wheels/
+RUN python -m venv /opt/venv \
+    && pip install --no-cache-dir ${WHEELS:+--no-index --find-links /tmp/wheels} "pip==${PIP_VERSION}" \
+    && pip install --no-cache-dir ${WHEELS:+--no-index --find-links /tmp/wheels} \
+        -r /tmp/wheels/requirements-service.txt "onnxruntime==${ORT_VERSION}"
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY service/ service/
+RUN pip install --no-cache-dir ${WHEELS:+--no-index --find-links /tmp/wheels} --no-deps .
+
+FROM ${PYTHON_IMAGE} AS cpu
 ARG MODEL_NAME
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
-RUN python -m venv /opt/venv \
-    && pip install --no-cache-dir "pip==${PIP_VERSION}" \
-    && groupadd --system --gid 10001 derain \
+RUN groupadd --system --gid 10001 derain \
     && useradd --system --uid 10001 --gid derain --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin derain
-WORKDIR /app
-COPY docker/requirements-service.txt ./
-RUN pip install --no-cache-dir -r requirements-service.txt "onnxruntime==${ORT_VERSION}"
+COPY --from=cpu-venv /opt/venv/ /opt/venv/
 COPY --from=export /models/ /models/
-COPY pyproject.toml README.md ./
+WORKDIR /app
 COPY service/ service/
-RUN pip install --no-cache-dir --no-deps .
 # DERAIN_DRAIN_TIMEOUT_S: seconds in-flight requests get to finish after SIGTERM (keep it below the
 # orchestrator's grace period: compose stop_grace_period, Kubernetes terminationGracePeriodSeconds).
 ENV DERAIN_MODEL_PATH=/models/${MODEL_NAME}.onnx \
@@ -79,22 +108,34 @@ CMD ["--host", "0.0.0.0", "--port", "8000"]
 
 # ---------------------------------------------------------------------------------------------------
 # Python and dependencies for the gpu target. Ubuntu 22.04's own python3.11 package is a 3.11.0 release
-# candidate, so this stage installs a current CPython 3.11 from python-build-standalone (through uv;
-# self-contained, needs glibc >= 2.17) and the pinned dependencies; the gpu stage copies /opt/python and
-# /opt/venv unchanged into the CUDA image.
+# candidate, so this stage installs a current CPython 3.11 from python-build-standalone (through uv, which
+# checks the archive's sha256; self-contained, needs glibc >= 2.17), the pinned dependencies and the
+# service; the gpu stage copies /opt/python and /opt/venv unchanged into the CUDA image, whose glibc (2.35)
+# every wheel installed here must accept (all are manylinux_2_28 or older).
+# Offline: uv takes the CPython archive from WHEELS/python/, laid out as the release downloads are
+# (WHEELS/python/<release>/cpython-<version>+<release>-x86_64-unknown-linux-gnu-install_only_stripped.tar.gz),
+# and uv itself, pip, setuptools and the pins from WHEELS (docker/offline/wheelhouse.sh DIR --gpu).
 FROM ${PYTHON_IMAGE} AS gpu-venv
 ARG UV_VERSION
 ARG PYTHON_VERSION
 ARG ORT_VERSION
+ARG WHEELS
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_PYTHON_INSTALL_DIR=/opt/python \
     UV_NO_CACHE=1
-RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
-    && uv python install "${PYTHON_VERSION}" \
-    && uv venv --seed --managed-python --python "${PYTHON_VERSION}" /opt/venv
-COPY docker/requirements-service.txt /tmp/requirements-service.txt
-RUN uv pip install --python /opt/venv/bin/python \
-        -r /tmp/requirements-service.txt "onnxruntime-gpu==${ORT_VERSION}"
+COPY docker/requirements-service.txt ${WHEELS} /tmp/wheels/
+RUN python -m venv /opt/uv \
+    && /opt/uv/bin/pip install --no-cache-dir ${WHEELS:+--no-index --find-links /tmp/wheels} "uv==${UV_VERSION}" \
+    && ${WHEELS:+env UV_PYTHON_INSTALL_MIRROR=file:///tmp/wheels/python} \
+        /opt/uv/bin/uv python install "${PYTHON_VERSION}" \
+    && /opt/uv/bin/uv venv --managed-python --python "${PYTHON_VERSION}" /opt/venv \
+    && /opt/uv/bin/uv pip install --python /opt/venv/bin/python ${WHEELS:+--no-index --find-links /tmp/wheels} \
+        -r /tmp/wheels/requirements-service.txt "onnxruntime-gpu==${ORT_VERSION}"
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY service/ service/
+RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python ${WHEELS:+--no-index --find-links /tmp/wheels} \
+        --no-deps .
 
 # ---------------------------------------------------------------------------------------------------
 # Last stage, so the default target.
@@ -110,11 +151,9 @@ RUN groupadd --system --gid 10001 derain \
         --shell /usr/sbin/nologin derain
 COPY --from=gpu-venv /opt/python/ /opt/python/
 COPY --from=gpu-venv /opt/venv/ /opt/venv/
-WORKDIR /app
 COPY --from=export /models/ /models/
-COPY pyproject.toml README.md ./
+WORKDIR /app
 COPY service/ service/
-RUN pip install --no-cache-dir --no-deps .
 # The service's default provider list (CUDA, then CPU) applies; it reports a fallback to CPU in
 # derain_provider_fallback and the logs.
 ENV DERAIN_MODEL_PATH=/models/${MODEL_NAME}.onnx \

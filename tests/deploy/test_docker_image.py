@@ -62,9 +62,9 @@ def test_hadolint_reports_no_error_or_warning() -> None:
 def test_stages_export_cpu_and_gpu_with_gpu_the_default_target() -> None:
     args, all_stages = dockerfile()
     # the last stage is the default target
-    assert [stage.name for stage in all_stages] == ["export", "cpu", "gpu-venv", "gpu"]
+    assert [stage.name for stage in all_stages] == ["export", "cpu-venv", "cpu", "gpu-venv", "gpu"]
     by_name = {stage.name: stage for stage in all_stages}
-    assert by_name["export"].base == by_name["cpu"].base == by_name["gpu-venv"].base == "python:3.11-slim"
+    assert {by_name[name].base for name in ("export", "cpu-venv", "cpu", "gpu-venv")} == {"python:3.11-slim"}
     assert re.fullmatch(r"nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu22\.04", by_name["gpu"].base)
     # onnxruntime-gpu wheels on PyPI are built for CUDA 12 + cuDNN 9 up to 1.26; 1.27 and later need CUDA 13.
     assert Version("1.19") <= Version(args["ORT_VERSION"]) < Version("1.27")
@@ -78,6 +78,7 @@ def test_export_stage_uses_cpu_torch_pinned_like_pyproject_and_writes_models() -
     args = dockerfile()[0]
     torch_install = export.all("RUN")[0]
     assert "--index-url https://download.pytorch.org/whl/cpu" in torch_install
+    assert '"torch==${TORCH_VERSION}"' in torch_install
     train = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
     assert f"torch=={args['TORCH_VERSION']}" in train
     assert any("[train]" in run for run in export.all("RUN"))
@@ -89,8 +90,9 @@ def test_export_stage_uses_cpu_torch_pinned_like_pyproject_and_writes_models() -
     assert '--out "/models/${MODEL_NAME}.onnx"' in exporter
 
 
-# Stage that installs each runtime target's dependencies (the gpu target copies its venv from gpu-venv).
-DEPENDENCY_STAGE = {"cpu": "cpu", "gpu": "gpu-venv"}
+# Stage that installs each runtime target's dependencies and the service into /opt/venv, which the
+# target copies (so that an offline build's wheels stay out of the runtime image).
+DEPENDENCY_STAGE = {"cpu": "cpu-venv", "gpu": "gpu-venv"}
 
 
 @pytest.mark.parametrize("target", RUNTIME_TARGETS)
@@ -108,19 +110,43 @@ def test_runtime_stage_has_no_torch_and_only_the_service(target: str) -> None:
         f'"{ort}==${{ORT_VERSION}}"' in run and "-r " in run and "requirements-service.txt" in run
         for run in installs
     )
-    assert any("pip install --no-cache-dir --no-deps ." in run for run in stage.all("RUN"))
+    assert any("pip install" in run and run.endswith("--no-deps .") for run in installs)
+    assert any(args.startswith(f"--from={DEPENDENCY_STAGE[target]} /opt/venv/") for args in stage.all("COPY"))
+    assert not [run for run in stage.all("RUN") if "install" in run], "the runtime stage installs nothing"
 
 
 @pytest.mark.parametrize("target", RUNTIME_TARGETS)
 def test_runtime_stage_installs_dependencies_before_copying_code(target: str) -> None:
+    """Code edits invalidate neither the dependency layer nor the exported model."""
+    venv = stages()[DEPENDENCY_STAGE[target]]
+    assert venv.index("RUN", "requirements-service.txt") < venv.index("COPY", "service/")
     stage = stages()[target]
-    dependencies = (
-        stage.index("RUN", "requirements-service.txt")
-        if target == "cpu"
-        else stage.index("COPY", "/opt/venv/")
-    )
+    dependencies = stage.index("COPY", "/opt/venv/")
     assert dependencies < stage.index("COPY", "service/")
     assert dependencies < stage.index("COPY", "--from=export")
+
+
+WHEEL_SOURCE = "${WHEELS:+--no-index --find-links /tmp/wheels}"
+
+
+def test_every_install_switches_to_the_wheel_folder_when_wheels_is_set() -> None:
+    """Offline builds: WHEELS empty by default (PyPI); set, every pip/uv install uses only its wheels."""
+    args = dockerfile()[0]
+    assert args["WHEELS"] == "" and args["PYTHON_IMAGE"] == "python:3.11-slim"
+    assert not DOCKERFILE.read_text().startswith("# syntax="), "a syntax line pulls BuildKit's frontend"
+    installing = 0
+    for stage in stages().values():
+        for run in stage.all("RUN"):
+            for command in re.split(r"&&", run):
+                if re.search(r"\b(pip|uv pip) install\b", command):
+                    installing += 1
+                    assert WHEEL_SOURCE in command, f"{stage.name}: {command.strip()}"
+        if any(WHEEL_SOURCE in run for run in stage.all("RUN")):
+            assert "WHEELS" in stage.all("ARG"), f"{stage.name} uses WHEELS without declaring it"
+            assert "docker/requirements-service.txt ${WHEELS} /tmp/wheels/" in stage.all("COPY")
+    assert installing >= 7
+    gpu_python = " ".join(stages()["gpu-venv"].all("RUN"))
+    assert "${WHEELS:+env UV_PYTHON_INSTALL_MIRROR=file:///tmp/wheels/python}" in gpu_python
 
 
 @pytest.mark.parametrize("target", RUNTIME_TARGETS)
@@ -241,6 +267,9 @@ def test_dockerignore_keeps_out_data_and_keeps_in_what_the_dockerfile_copies() -
     patterns = dockerignore_patterns()
     for kept_out in (".git/HEAD", ".venv/bin/python", "runs/lite/last.safetensors", "models/mspfn-lite.onnx"):
         assert dockerignored(kept_out, patterns), kept_out
+    # build/ stays out but for the wheel folder of an offline build
+    assert dockerignored("build/rootfs/etc/passwd", patterns)
+    assert not dockerignored("build/wheels/numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl", patterns)
     for kept_out in (
         "tests/conftest.py",
         "data/x.png",
@@ -254,6 +283,7 @@ def test_dockerignore_keeps_out_data_and_keeps_in_what_the_dockerfile_copies() -
         for args in stage.all("COPY")
         if not args.startswith("--from")
         for word in args.split()[:-1]
+        if not word.startswith("$")
     }
     assert sources >= {"pyproject.toml", "README.md", "mspfn/", "model_export/", "weights/", "service/"}
     for source in sources:

@@ -10,7 +10,7 @@ INT8 := models/mspfn-lite-int8.onnx
 # `make run MODEL=PATH` serves another exported model (the int8 one is an experiment: see README)
 MODEL ?= $(FP32)
 
-.PHONY: venv run test lint typecheck export benchmark train finetune evaluate clean valsets general
+.PHONY: venv run test docker-test lint typecheck export benchmark train finetune evaluate clean valsets general
 
 venv: $(VENV)/.installed
 
@@ -46,6 +46,12 @@ typecheck: venv
 
 test: venv lint typecheck
 	$(PY) -m pytest -q
+
+# The images built offline (debootstrap base, host-side wheelhouse) and run as users will: one container
+# as docker-compose.yml runs it, then `docker compose up` of the CPU profile (README, Docker). Starts
+# dockerd when none runs (as root); skips with the reason where Docker cannot run. Not part of `test`.
+docker-test: venv
+	DERAIN_DOCKER_TESTS=1 $(PY) -m pytest -v -p no:cacheprovider tests/docker
 
 # The shipped lite model's two stages; each resumes from its run folder's last.safetensors when rerun.
 # Stage 1, from scratch (ran without --ema, which is now the default):

@@ -41,7 +41,12 @@ METADATA_KEYS = (
     "exporter_version",
     "opset",
     "precision",
+    "train_short_side",
 )
+# px, the short side of the images the model learnt rain from (RainTrainL: 481 x 321). The service
+# derains at a working scale relative to it (service.core.pipeline.scale); a checkpoint whose metadata
+# has its own `train_short_side` passes it on.
+DEFAULT_TRAIN_SHORT_SIDE = 321
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +125,13 @@ def check_graph(graph: onnx.ModelProto) -> None:
         raise ExportError(f"graph inputs/outputs are {names}, expected ['input'] / ['output']")
 
 
-def _metadata(model: MSPFN, preset: str, weights: Path, opset: int, fp16: bool) -> dict[str, str]:
+def _metadata(
+    model: MSPFN, checkpoint_meta: dict[str, str], weights: Path, opset: int, fp16: bool
+) -> dict[str, str]:
+    train_short_side = int(checkpoint_meta.get("train_short_side", DEFAULT_TRAIN_SHORT_SIDE))
+    if train_short_side < 8:
+        raise ExportError(f"checkpoint train_short_side {train_short_side} px is not a training image size")
+    preset = checkpoint_meta["preset"]
     return {
         "preset": preset,
         "config": json.dumps(model.config.to_dict()),
@@ -132,6 +143,7 @@ def _metadata(model: MSPFN, preset: str, weights: Path, opset: int, fp16: bool) 
         "exporter_version": EXPORTER_VERSION,
         "opset": str(opset),
         "precision": "fp16" if fp16 else "fp32",
+        "train_short_side": str(train_short_side),
     }
 
 
@@ -151,7 +163,7 @@ def export_onnx(
         graph = onnx.load(str(traced))
         if fp16:
             graph = _to_fp16(graph)
-        onnx.helper.set_model_props(graph, _metadata(model, checkpoint_meta["preset"], weights, opset, fp16))
+        onnx.helper.set_model_props(graph, _metadata(model, checkpoint_meta, weights, opset, fp16))
         check_graph(graph)
         onnx.save(graph, str(traced))
         report = parity(model, traced)

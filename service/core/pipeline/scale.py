@@ -1,0 +1,292 @@
+"""Derain at a working scale: the model sees the image shrunk by s, only its rain layer comes back up.
+
+The network learnt rain from images whose short side is `train_short_side` px (321 for the shipped
+models; the ONNX metadata says so), where a streak is 1-3 px wide. In a 12 MP photo a streak is 5-15 px
+wide and the network does not see it as rain. So:
+
+1. `shrink`: the image, antialiased (Pillow's bicubic, whose support widens with the reduction), to
+   round(H / s) x round(W / s): the working image, whose streaks look like the ones the model learnt;
+2. the model derains the working image (tiled or whole: the caller's business);
+3. `restore`: the working rain layer (working input - working output) is brought back to full size and
+   subtracted from the untouched full-size input, then clipped to [0, 1]. Only the rain layer is
+   resampled, so detail the model never saw is kept. Upsampling is `guided` (the default: a fast guided
+   filter, He & Sun 2015, with the full-size input as guide, so the rain's edges follow the streaks
+   seen at full size) or plain `bicubic`; benchmarks/scale_study.py measured both.
+
+At s = 1 nothing is resampled: `shrink` returns its input and `restore` the clipped model output, which
+is what the service returned before working scales existed.
+
+`choose_scale` picks s for `scale=auto` from the image itself (`streak_width`) bounded by its size
+relative to the training scale; see its docstring and the README for the measurements behind it.
+
+Pure numpy + Pillow: no FastAPI, no onnxruntime (tests/service/test_layers.py checks).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+DEFAULT_TRAIN_SHORT_SIDE = 321  # px: Rain100L/RainTrainL/Rain12 images are 481 x 321
+MAX_SCALE = 8.0  # the largest factor a client may ask for (a 40 MP photo's short side is ~5,200 px)
+SCALE_STEP = 0.25  # auto rounds its factor to this step (the header and the metric report it)
+Upsampling = Literal["guided", "bicubic"]
+UPSAMPLING: tuple[Upsampling, ...] = ("guided", "bicubic")
+# Guided upsampling: box radius in working-scale px, and the regulariser (in [0, 1] intensity squared).
+GUIDED_RADIUS = 1
+GUIDED_EPS = 1e-3
+# streak_width: the analysis runs on at most this many pixels (an integer box reduction before it).
+ANALYSIS_PIXELS = 1_500_000
+# What streak_width measures on the model's training-scale images (RainTrainL, 200 pairs, median;
+# benchmarks/scale_study.py prints it): the auto rule's unit.
+REFERENCE_STREAK_WIDTH = 2.0
+
+
+class ScaleError(ValueError):
+    """A scale value a client sent that is not `auto` or a number from 1 to MAX_SCALE."""
+
+
+@dataclass(frozen=True)
+class ScaleChoice:
+    """What a client asked for: a fixed factor, or None for auto."""
+
+    factor: float | None
+
+    @property
+    def auto(self) -> bool:
+        return self.factor is None
+
+    def __str__(self) -> str:
+        return "auto" if self.factor is None else format_scale(self.factor)
+
+
+AUTO = ScaleChoice(None)
+
+
+def parse_scale(text: str | None, maximum: float = MAX_SCALE) -> ScaleChoice:
+    """`auto` (or nothing) -> auto; a number 1 <= s <= maximum -> that factor; else ScaleError."""
+    if text is None or text.strip().lower() in ("", "auto"):
+        return AUTO
+    try:
+        value = float(text)
+    except ValueError:
+        raise ScaleError(f"scale must be 'auto' or a number from 1 to {format_scale(maximum)}") from None
+    if not math.isfinite(value) or not 1.0 <= value <= maximum:
+        raise ScaleError(f"scale must be 'auto' or a number from 1 to {format_scale(maximum)}, got {text}")
+    return ScaleChoice(value)
+
+
+def format_scale(factor: float) -> str:
+    """2 -> '2', 2.5 -> '2.5', 2.333 -> '2.33' (what X-Derain-Scale carries)."""
+    return f"{factor:.2f}".rstrip("0").rstrip(".")
+
+
+def working_size(height: int, width: int, factor: float) -> tuple[int, int]:
+    """The working image's (height, width) for a factor: each side divided by it, rounded, >= 1."""
+    if factor == 1:
+        return height, width
+    return max(1, round(height / factor)), max(1, round(width / factor))
+
+
+def resize(planes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(C, H, W) float32 -> (C, height, width) float32, Pillow bicubic per plane (antialiased when
+    reducing: the filter's support grows with the reduction). Values may overshoot [0, 1] slightly."""
+    if planes.shape[1:] == (height, width):
+        return planes.astype(np.float32, copy=True)
+    out = np.empty((planes.shape[0], height, width), np.float32)
+    for index, plane in enumerate(planes):
+        image = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F")
+        out[index] = np.asarray(image.resize((width, height), Image.Resampling.BICUBIC))
+    return out
+
+
+def shrink(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """The working image: (3, H, W) in [0, 1] reduced by `factor` (antialiased), clipped to [0, 1].
+    At factor 1 the input itself (no copy)."""
+    if factor == 1:
+        return rgb
+    height, width = working_size(rgb.shape[1], rgb.shape[2], factor)
+    small = resize(rgb, height, width)
+    return np.clip(small, 0.0, 1.0, out=small)
+
+
+def box_filter(planes: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over a (2r+1)^2 window of each (.., H, W) plane, the window shrunk at the borders
+    (He's O(1) box filter, with cumulative sums)."""
+    out = planes.astype(np.float64)
+    for axis in (-2, -1):
+        length = out.shape[axis]
+        total = np.cumsum(out, axis=axis)
+        zero_shape = list(total.shape)
+        zero_shape[axis] = 1
+        total = np.concatenate([np.zeros(zero_shape), total], axis=axis)
+        index = np.arange(length)
+        upper = np.minimum(index + radius + 1, length)
+        lower = np.maximum(index - radius, 0)
+        out = (np.take(total, upper, axis=axis) - np.take(total, lower, axis=axis)) / (upper - lower).reshape(
+            [-1 if a == (axis % out.ndim) else 1 for a in range(out.ndim)]
+        )
+    return out.astype(np.float32)
+
+
+def guided_upsample(
+    rain: np.ndarray,
+    guide_small: np.ndarray,
+    guide: np.ndarray,
+    radius: int = GUIDED_RADIUS,
+    eps: float = GUIDED_EPS,
+) -> np.ndarray:
+    """Fast guided filter upsampling (He & Sun 2015): fit rain ~ a * guide + b locally at working scale
+    (per channel, each guided by its own channel of the input), bring a and b up bicubically and apply
+    them to the full-size guide. (C, h, w) rain and guide_small, (C, H, W) guide -> (C, H, W) rain."""
+    mean_i = box_filter(guide_small, radius)
+    mean_p = box_filter(rain, radius)
+    cov = box_filter(guide_small * rain, radius) - mean_i * mean_p
+    var = box_filter(guide_small * guide_small, radius) - mean_i * mean_i
+    a = cov / (var + eps)
+    b = mean_p - a * mean_i
+    height, width = guide.shape[1:]
+    big_a = resize(box_filter(a, radius), height, width)
+    big_b = resize(box_filter(b, radius), height, width)
+    big_a *= guide
+    big_a += big_b
+    return big_a
+
+
+def restore(
+    rgb: np.ndarray,
+    small: np.ndarray,
+    derained_small: np.ndarray,
+    factor: float,
+    upsampling: Upsampling = "guided",
+) -> np.ndarray:
+    """The full-size result: `rgb` minus the working rain layer (small - derained_small) brought back
+    to rgb's size, clipped to [0, 1]. At factor 1 the model's output, clipped."""
+    if factor == 1 or small.shape == rgb.shape:
+        return np.clip(derained_small, 0.0, 1.0)
+    rain = small - derained_small
+    height, width = rgb.shape[1:]
+    if upsampling == "guided":
+        full = guided_upsample(rain, small, rgb)
+    elif upsampling == "bicubic":
+        full = resize(rain, height, width)
+    else:
+        raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {upsampling!r}")
+    np.subtract(rgb, full, out=full)
+    return np.clip(full, 0.0, 1.0, out=full)
+
+
+# --- how wide are the streaks? ------------------------------------------------------------------------
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """(3, H, W) RGB -> (H, W) BT.601 luma, float32."""
+    return (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]).astype(np.float32)
+
+
+def _reduce(gray: np.ndarray, factor: int) -> np.ndarray:
+    """Integer box reduction (mean of factor x factor blocks; a ragged edge is dropped)."""
+    if factor == 1:
+        return gray
+    height, width = (gray.shape[0] // factor) * factor, (gray.shape[1] // factor) * factor
+    return gray[:height, :width].reshape(height // factor, factor, width // factor, factor).mean(axis=(1, 3))
+
+
+def streak_orientation(detail: np.ndarray) -> float:
+    """Dominant orientation of line structures in a high-passed gray image, degrees from vertical
+    (positive = clockwise lean of the top), from the structure tensor of its gradients: the streaks'
+    gradients point across them."""
+    gy, gx = np.gradient(detail.astype(np.float64))
+    jxx, jyy, jxy = float(np.mean(gx * gx)), float(np.mean(gy * gy)), float(np.mean(gx * gy))
+    gradient_angle = 0.5 * math.atan2(2 * jxy, jxx - jyy)  # radians from the x axis
+    return math.degrees(gradient_angle)
+
+
+def _rotate(gray: np.ndarray, degrees: float) -> np.ndarray:
+    if abs(degrees) < 0.5:
+        return gray
+    image = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32), mode="F")
+    return np.asarray(image.rotate(degrees, resample=Image.Resampling.BILINEAR, expand=False))
+
+
+def _along_mean(upright: np.ndarray, along: int) -> np.ndarray:
+    """Mean over `along` rows of each column (a vertical box filter, valid part only)."""
+    rows = min(along, upright.shape[0])
+    sums = np.cumsum(np.vstack([np.zeros((1, upright.shape[1])), upright]), axis=0)
+    return (sums[rows:] - sums[:-rows]) / rows
+
+
+def streak_width(rgb: np.ndarray, along: int = 15) -> float:
+    """Typical width (px, at the image's own size) of its rain streaks, read from the image itself.
+
+    On a gray copy (box-reduced by an integer k first when it has more than ANALYSIS_PIXELS pixels):
+    keep what is brighter than its surroundings (rain adds light), turn the dominant line orientation
+    upright (the structure tensor's estimate, refined to the angle whose along-streak average keeps the
+    most energy), average along it over `along` px (streaks are long, texture is not: this keeps the
+    streaks and averages the rest away), then take the autocorrelation across it. The width is twice
+    the lag at which it falls to one half, times k.
+    """
+    gray = luma(rgb)
+    k = max(1, math.ceil(math.sqrt(gray.size / ANALYSIS_PIXELS)))
+    gray = _reduce(gray, k)
+    height, width = gray.shape
+    if min(height, width) < 32:
+        return 0.0
+    local = box_filter(gray[None], max(4, min(height, width) // 16))[0]
+    detail = gray - local
+    margin = max(1, min(height, width) // 8)  # drop the rotation's empty corners
+
+    def upright_mean(degrees: float) -> np.ndarray:
+        return _along_mean(_rotate(detail, degrees)[margin:-margin, margin:-margin], along)
+
+    first = streak_orientation(detail)
+    candidates = [first + delta for delta in (-10.0, -5.0, 0.0, 5.0, 10.0)]
+    smooth = max((upright_mean(angle) for angle in candidates), key=lambda kept: float(np.var(kept)))
+    smooth = smooth - smooth.mean(axis=1, keepdims=True)
+    spectrum = np.fft.rfft(smooth, n=2 * smooth.shape[1], axis=1)
+    correlation = np.fft.irfft(np.abs(spectrum) ** 2, axis=1).sum(axis=0)[: smooth.shape[1] // 2]
+    if correlation[0] <= 0:
+        return 0.0
+    correlation = correlation / correlation[0]
+    below = np.flatnonzero(correlation < 0.5)
+    if below.size == 0:
+        return float(2 * k * len(correlation))
+    lag = int(below[0])
+    before, after = correlation[lag - 1], correlation[lag]
+    half_lag = lag - 1 + (before - 0.5) / (before - after)
+    return float(2 * k * half_lag)
+
+
+def size_scale(height: int, width: int, train_short_side: int = DEFAULT_TRAIN_SHORT_SIDE) -> float:
+    """The image's short side relative to the model's training images (at least 1)."""
+    return max(1.0, min(height, width) / train_short_side)
+
+
+def quantize_scale(factor: float, maximum: float = MAX_SCALE) -> float:
+    """Round to SCALE_STEP, within [1, maximum]."""
+    return min(maximum, max(1.0, round(factor / SCALE_STEP) * SCALE_STEP))
+
+
+def streak_scale(
+    rgb: np.ndarray,
+    train_short_side: int = DEFAULT_TRAIN_SHORT_SIDE,
+    reference_width: float = REFERENCE_STREAK_WIDTH,
+) -> float:
+    """Factor that brings the image's streaks to the width the model learnt (reference_width at a
+    short side of DEFAULT_TRAIN_SHORT_SIDE, proportionally wider for a model trained larger)."""
+    reference = reference_width * train_short_side / DEFAULT_TRAIN_SHORT_SIDE
+    return max(1.0, streak_width(rgb) / reference)
+
+
+def choose_scale(
+    rgb: np.ndarray,
+    train_short_side: int = DEFAULT_TRAIN_SHORT_SIDE,
+    maximum: float = MAX_SCALE,
+) -> float:
+    """The factor `scale=auto` uses for this image (see the README for why this rule)."""
+    height, width = rgb.shape[1:]
+    return quantize_scale(size_scale(height, width, train_short_side), maximum)

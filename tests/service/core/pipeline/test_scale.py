@@ -1,0 +1,149 @@
+"""Working-scale deraining: the resampling round trip, the rain layer's way back, scale values, auto."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from service.core.pipeline import scale as sc
+
+
+def photo_like(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """(3, H, W) in [0, 1] with smooth shading, edges and fine texture (noise)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = 0.45 + 0.25 * np.sin(xx / 23.0) * np.cos(yy / 17.0)
+    base += 0.15 * (xx > width / 2)  # an edge
+    rgb = np.stack([base, 0.9 * base, 1.1 * base]) + 0.05 * rng.standard_normal((3, height, width))
+    return np.clip(rgb, 0.0, 1.0).astype(np.float32)
+
+
+def streaks(
+    width_px: float, height: int = 640, width: int = 960, angle: float = 0.0, seed: int = 0
+) -> np.ndarray:
+    """Bright Gaussian-profile streaks `width_px` wide (full width at half maximum), 40 widths long,
+    leaning `angle` degrees from vertical, on a smoothly shaded gray background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    background = 0.3 + 0.2 * np.sin(xx / 97.0) * np.cos(yy / 71.0)
+    rain = np.zeros((height, width), np.float32)
+    lean = math.tan(math.radians(angle))
+    sigma = width_px / 2.355
+    length = int(40 * width_px)
+    for _ in range(int(800 / width_px)):
+        x0, y0 = rng.uniform(0, width), rng.uniform(-length, height)
+        rows = slice(int(max(0, y0)), int(min(height, y0 + length)))
+        centre = x0 + (yy[rows] - y0) * lean
+        rain[rows] = np.maximum(rain[rows], 0.5 * np.exp(-0.5 * ((xx[rows] - centre) / sigma) ** 2))
+    gray = np.clip(background + rain, 0.0, 1.0)
+    return np.stack([gray, gray, gray]).astype(np.float32)
+
+
+@pytest.mark.parametrize("upsampling", sc.UPSAMPLING)
+@pytest.mark.parametrize("factor", [1.0, 1.5, 2.0, 3.0, 4.0, 8.0])
+@pytest.mark.parametrize("size", [(321, 481), (97, 130), (7, 9)])
+def test_a_model_that_sees_no_rain_gives_the_input_back(
+    upsampling: sc.Upsampling, factor: float, size: tuple[int, int]
+) -> None:
+    rgb = photo_like(*size)
+    small = sc.shrink(rgb, factor)
+    out = sc.restore(rgb, small, small.copy(), factor, upsampling)
+    assert out.shape == rgb.shape and out.dtype == np.float32
+    assert float(np.abs(out - rgb).max()) <= 1 / 255
+
+
+def test_working_size_and_shrink() -> None:
+    assert sc.working_size(321, 481, 1) == (321, 481)
+    assert sc.working_size(642, 962, 2) == (321, 481)
+    assert sc.working_size(2848, 4288, 4) == (712, 1072)
+    assert sc.working_size(5, 3, 8) == (1, 1)
+    rgb = photo_like(60, 90)
+    assert sc.shrink(rgb, 1) is rgb  # scale 1: nothing resampled, not even copied
+    small = sc.shrink(rgb, 3)
+    assert small.shape == (3, 20, 30) and small.min() >= 0 and small.max() <= 1
+    # antialiased: a 1-px checkerboard shrunk by 2 is flat gray, not aliased into a pattern
+    checker = np.broadcast_to((np.indices((64, 64)).sum(0) % 2).astype(np.float32), (3, 64, 64))
+    assert float(np.ptp(sc.shrink(np.ascontiguousarray(checker), 2)[:, 4:-4, 4:-4])) < 0.02
+
+
+@pytest.mark.parametrize("upsampling", sc.UPSAMPLING)
+def test_the_rain_layer_comes_back_and_is_subtracted_from_the_full_size_input(
+    upsampling: sc.Upsampling,
+) -> None:
+    rgb = photo_like(240, 360) * 0.8
+    small = sc.shrink(rgb, 4)
+    out = sc.restore(rgb, small, small - 0.1, 4, upsampling)  # the model says: 0.1 of rain everywhere
+    expected = np.clip(rgb - 0.1, 0.0, 1.0)
+    np.testing.assert_allclose(out[:, 8:-8, 8:-8], expected[:, 8:-8, 8:-8], atol=2e-3)
+    # only the rain layer was resampled: the input's fine texture (noise) is still there, pixel for pixel
+    assert np.corrcoef((out - rgb).ravel(), rgb.ravel())[0, 1] < 0.2
+
+
+def test_the_result_is_clipped_to_the_unit_range() -> None:
+    rgb = np.full((3, 64, 64), 0.05, np.float32)
+    small = sc.shrink(rgb, 2)
+    assert sc.restore(rgb, small, small - 0.5, 2, "bicubic").min() == 0.0
+    assert sc.restore(rgb, small, small + 0.5, 2, "bicubic").max() <= 1.0
+    assert sc.restore(rgb, rgb, rgb + 2.0, 1).max() == 1.0  # scale 1: the model output, clipped
+
+
+def test_guided_upsampling_puts_the_rain_where_the_full_size_streak_is() -> None:
+    """A 1-px streak at full size: bicubic smears the working rain layer over ~4 px, the guide keeps it
+    on the streak's own column."""
+    rgb = np.full((3, 64, 64), 0.3, np.float32)
+    rgb[:, :, 33] = 0.9
+    small = sc.shrink(rgb, 4)
+    clean_small = np.full_like(small, 0.3)
+    guided = rgb - sc.restore(rgb, small, clean_small, 4, "guided")
+    bicubic = rgb - sc.restore(rgb, small, clean_small, 4, "bicubic")
+    assert guided[:, 10:-10, 33].mean() > 2 * bicubic[:, 10:-10, 33].mean()
+    assert guided[:, 10:-10, 36].mean() < bicubic[:, 10:-10, 36].mean()
+
+
+def test_unknown_upsampling_is_refused() -> None:
+    rgb = photo_like(32, 32)
+    with pytest.raises(ValueError, match="upsampling"):
+        sc.restore(rgb, sc.shrink(rgb, 2), sc.shrink(rgb, 2), 2, "nearest")  # type: ignore[arg-type]
+
+
+def test_box_filter_matches_a_direct_window_mean() -> None:
+    planes = np.random.default_rng(1).random((2, 9, 11)).astype(np.float32)
+    radius = 2
+    expected = np.empty_like(planes)
+    for row in range(9):
+        for column in range(11):
+            window = planes[
+                :, max(0, row - radius) : row + radius + 1, max(0, column - radius) : column + radius + 1
+            ]
+            expected[:, row, column] = window.mean(axis=(1, 2))
+    np.testing.assert_allclose(sc.box_filter(planes, radius), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("text", "factor"),
+    [
+        (None, None),
+        ("", None),
+        ("auto", None),
+        ("AUTO", None),
+        ("1", 1.0),
+        ("2", 2.0),
+        ("2.5", 2.5),
+        ("8", 8.0),
+    ],
+)
+def test_scale_values(text: str | None, factor: float | None) -> None:
+    assert sc.parse_scale(text).factor == factor
+
+
+@pytest.mark.parametrize("text", ["0", "0.5", "-2", "9", "8.01", "nan", "inf", "two", "1e9", "2x"])
+def test_bad_scale_values_are_refused_with_the_range(text: str) -> None:
+    with pytest.raises(sc.ScaleError, match="'auto' or a number from 1 to 8"):
+        sc.parse_scale(text)
+
+
+def test_scale_formatting() -> None:
+    assert [sc.format_scale(f) for f in (1, 2.0, 2.5, 2.25, 7 / 3)] == ["1", "2", "2.5", "2.25", "2.33"]
+    assert str(sc.AUTO) == "auto" and str(sc.ScaleChoice(3.0)) == "3"

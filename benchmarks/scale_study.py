@@ -108,9 +108,14 @@ def run_study(
 ) -> None:
     model = onnx_model(model_path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    done = set()  # (set, image) already in `out`: a rerun resumes
+    if out.exists():
+        done = {(r["set"], r["image"]) for r in map(json.loads, out.read_text().splitlines()) if r}
     with out.open("a") as sink:
         for folder in sets:
             for pair in load_pairs(folder, limit):
+                if (Path(folder).name, pair.name) in done:
+                    continue
                 started = time.perf_counter()
                 row = study_image(model, pair.rain, pair.clean, factors)
                 row.update(set=Path(folder).name, image=pair.name, size=list(pair.rain.shape[:2]))

@@ -9,15 +9,19 @@ wide and the network does not see it as rain. So:
 2. the model derains the working image (tiled or whole: the caller's business);
 3. `restore`: the working rain layer (working input - working output) is brought back to full size and
    subtracted from the untouched full-size input, then clipped to [0, 1]. Only the rain layer is
-   resampled, so detail the model never saw is kept. Upsampling is `guided` (the default: a fast guided
-   filter, He & Sun 2015, with the full-size input as guide, so the rain's edges follow the streaks
-   seen at full size) or plain `bicubic`; benchmarks/scale_study.py measured both.
+   resampled, so detail the model never saw is kept. Upsampling is plain `bicubic` (the default) or
+   `guided` (a fast guided filter, He & Sun 2015, with the full-size input as guide);
+   benchmarks/scale_study.py measured both and bicubic scored higher at the factor auto picks.
 
 At s = 1 nothing is resampled: `shrink` returns its input and `restore` the clipped model output, which
 is what the service returned before working scales existed.
 
-`choose_scale` picks s for `scale=auto` from the image itself (`streak_width`) bounded by its size
-relative to the training scale; see its docstring and the README for the measurements behind it.
+`scale=auto` starts from the image's size relative to the training images (`size_scale`) and lets
+the model overrule it: `auto_candidates` names the factors to try, `probe_crops` cuts one small crop
+per factor (one batch for the model), `probe_pick` keeps the size rule's factor unless the model took
+PROBE_MARGIN times as much rain out at another factor (a crop of a large photo, or a photo shrunk
+before upload). `streak_width` (a model-free reading of the image) was measured too and lost; see
+the README for the figures.
 
 Pure numpy + Pillow: no FastAPI, no onnxruntime (tests/service/test_layers.py checks).
 """
@@ -41,9 +45,9 @@ GUIDED_RADIUS = 1
 GUIDED_EPS = 1e-3
 # streak_width: the analysis runs on at most this many pixels (an integer box reduction before it).
 ANALYSIS_PIXELS = 1_500_000
-# What streak_width measures on the model's training-scale images (RainTrainL, 200 pairs, median;
+# What streak_width measures on the model's training-scale images (RainTrainL, every 2nd of 200, median;
 # benchmarks/scale_study.py prints it): the auto rule's unit.
-REFERENCE_STREAK_WIDTH = 2.0
+REFERENCE_STREAK_WIDTH = 7.33
 
 
 class ScaleError(ValueError):
@@ -162,7 +166,7 @@ def restore(
     small: np.ndarray,
     derained_small: np.ndarray,
     factor: float,
-    upsampling: Upsampling = "guided",
+    upsampling: Upsampling = "bicubic",
 ) -> np.ndarray:
     """The full-size result: `rgb` minus the working rain layer (small - derained_small) brought back
     to rgb's size, clipped to [0, 1]. At factor 1 the model's output, clipped."""
@@ -282,11 +286,50 @@ def streak_scale(
     return max(1.0, streak_width(rgb) / reference)
 
 
-def choose_scale(
-    rgb: np.ndarray,
-    train_short_side: int = DEFAULT_TRAIN_SHORT_SIDE,
-    maximum: float = MAX_SCALE,
-) -> float:
-    """The factor `scale=auto` uses for this image (see the README for why this rule)."""
+PROBE_SIDE = 64  # px, the working-scale side of each probe crop
+PROBE_MARGIN = 4.0  # another factor overrules the size rule only with this many times its rain energy
+
+
+def auto_candidates(
+    height: int, width: int, train_short_side: int = DEFAULT_TRAIN_SHORT_SIDE, maximum: float = MAX_SCALE
+) -> tuple[float, list[float]]:
+    """(prior, candidates) for `scale=auto`: the size rule's factor, and the factors the model is probed
+    at: half, the same, twice and four times the prior, within [1, maximum] (a factor at which a probe
+    crop no longer fits in the image is left out)."""
+    prior = quantize_scale(size_scale(height, width, train_short_side), maximum)
+    short = min(height, width)
+    candidates = sorted({quantize_scale(prior * m, maximum) for m in (0.5, 1.0, 2.0, 4.0)})
+    fitting = [f for f in candidates if short / f >= PROBE_SIDE or f == prior]
+    return prior, fitting
+
+
+def probe_crops(rgb: np.ndarray, factors: list[float], side: int = PROBE_SIDE) -> np.ndarray:
+    """(len(factors), 3, side, side): for each factor the centre of the image at that working scale (a
+    full-size square of side * factor px, or the image's short side if smaller, shrunk to side x side):
+    one batch for the model."""
     height, width = rgb.shape[1:]
-    return quantize_scale(size_scale(height, width, train_short_side), maximum)
+    crops = np.empty((len(factors), 3, side, side), np.float32)
+    for index, factor in enumerate(factors):
+        extent = min(round(side * factor), height, width)
+        top, left = (height - extent) // 2, (width - extent) // 2
+        region = rgb[:, top : top + extent, left : left + extent]
+        crops[index] = np.clip(resize(region, side, side), 0.0, 1.0)
+    return crops
+
+
+def rain_energy(crops: np.ndarray, derained: np.ndarray, border: int = 8) -> np.ndarray:
+    """Mean squared rain layer (crop - model output) of each crop, away from its border."""
+    rain = (crops - derained)[:, :, border:-border, border:-border].astype(np.float64)
+    return np.asarray(np.mean(rain**2, axis=(1, 2, 3)))
+
+
+def probe_pick(
+    prior: float, factors: list[float], crops: np.ndarray, derained: np.ndarray, margin: float = PROBE_MARGIN
+) -> float:
+    """The size rule's factor, unless the model took at least `margin` times as much rain out of the
+    probe crop at another factor: then that one."""
+    energy = rain_energy(crops, derained)
+    best = int(np.argmax(energy))
+    if prior not in factors:
+        return factors[best]
+    return factors[best] if energy[best] >= margin * energy[factors.index(prior)] else prior

@@ -147,3 +147,59 @@ def test_bad_scale_values_are_refused_with_the_range(text: str) -> None:
 def test_scale_formatting() -> None:
     assert [sc.format_scale(f) for f in (1, 2.0, 2.5, 2.25, 7 / 3)] == ["1", "2", "2.5", "2.25", "2.33"]
     assert str(sc.AUTO) == "auto" and str(sc.ScaleChoice(3.0)) == "3"
+
+
+def thin_line_remover(batch: np.ndarray) -> np.ndarray:
+    """A stand-in for a model trained on thin streaks: it takes out what rises above the mean of its
+    3x3 neighbourhood, which thin (1-2 px) streaks do fully and wide ones barely at all."""
+    out = np.empty_like(batch)
+    for index, image in enumerate(batch):
+        out[index] = image - np.maximum(image - sc.box_filter(image, 1), 0.0)
+    return out
+
+
+def auto_factor(rgb: np.ndarray, train_short_side: int = sc.DEFAULT_TRAIN_SHORT_SIDE) -> float:
+    prior, factors = sc.auto_candidates(*rgb.shape[1:], train_short_side)
+    crops = sc.probe_crops(rgb, factors)
+    return sc.probe_pick(prior, factors, crops, thin_line_remover(crops))
+
+
+@pytest.mark.parametrize(("streak_px", "expected"), [(1.5, 1.0), (6.0, 4.0)])
+@pytest.mark.parametrize("angle", [0.0, 20.0])
+def test_auto_reads_the_streak_width_of_a_small_image(
+    streak_px: float, expected: float, angle: float
+) -> None:
+    """A 321 x 481 image (the training size, so the size rule alone says 1): thin streaks keep 1,
+    streaks four times as wide as the model's make the probe take 4."""
+    assert auto_factor(streaks(streak_px, 321, 481, angle)) == expected
+
+
+@pytest.mark.parametrize(("size", "expected"), [((642, 962), 2.0), ((963, 1443), 3.0), ((1284, 1924), 4.0)])
+def test_auto_follows_the_image_size_when_the_streaks_agree(size: tuple[int, int], expected: float) -> None:
+    """Streaks that widen with the image, as in an enlarged photo: the size rule's factor stands."""
+    factor = size[0] / 321
+    assert auto_factor(streaks(1.5 * factor, *size)) == expected
+
+
+def test_auto_for_a_model_trained_larger_starts_from_its_own_scale() -> None:
+    prior, factors = sc.auto_candidates(1284, 1924, train_short_side=642)
+    assert prior == 2.0 and factors == [1.0, 2.0, 4.0, 8.0]
+    assert sc.auto_candidates(321, 481) == (1.0, [1.0, 2.0, 4.0])
+    assert sc.auto_candidates(2848, 4288) == (8.0, [4.0, 8.0])  # the size rule says 8.9: capped
+    assert sc.auto_candidates(100, 100) == (1.0, [1.0])  # no probe crop fits at 2
+
+
+def test_the_probe_keeps_the_size_rule_unless_another_factor_clearly_wins() -> None:
+    crops = np.full((3, 3, 32, 32), 0.5, np.float32)
+    rain = np.array([0.02, 0.0346, 0.01], np.float32)[:, None, None, None]  # energies 4e-4, 1.2e-3 (3x), 1e-4
+    assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - rain) == 1.0  # under 4x: the size rule stands
+    rain[1] = 0.03  # 2.25x
+    assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - rain) == 1.0
+    rain[1] = 0.05  # 6.25x
+    assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - rain) == 2.0
+
+
+def test_streak_width_grows_with_the_streaks() -> None:
+    widths = [sc.streak_width(streaks(w)) for w in (2.0, 4.0, 8.0)]
+    assert widths[0] < widths[1] < widths[2]
+    assert 1.5 < widths[1] / widths[0] < 2.5 and 1.4 < widths[2] / widths[1] < 2.5

@@ -10,19 +10,26 @@ INT8 := models/mspfn-lite-int8.onnx
 # `make run MODEL=PATH` serves another exported model (the int8 one is an experiment: see README)
 MODEL ?= $(FP32)
 
-.PHONY: venv run test docker-test lint typecheck export benchmark train finetune evaluate clean valsets general
+.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# What serving and export need (the service, ONNX Runtime, CPU torch and the exporter): `make run`.
+SERVE := $(VENV)/.serve-installed
+$(SERVE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[cpu,train]'
+	touch $@
+
+# Everything, the test tools included (playwright, schemathesis, pip-audit, linters): `make test`.
+$(VENV)/.installed: $(SERVE)
 	$(PY) -m pip install --quiet -e '.[cpu,train,dev]'
 	touch $@
 
 # Rebuilt when the weights or the exporter (its graph rewrites included) change.
-$(FP32): $(WEIGHTS) $(wildcard model_export/*.py) | venv
+$(FP32): $(WEIGHTS) $(wildcard model_export/*.py) | $(SERVE)
 	$(PY) -m model_export --weights $(WEIGHTS) --out $(FP32) --optimize
 
 $(INT8): $(FP32)
@@ -33,7 +40,7 @@ export: $(FP32)
 benchmark: venv $(FP32) $(INT8)
 	$(PY) -m benchmarks
 
-run: venv $(MODEL)
+run: $(SERVE) $(MODEL)
 	DERAIN_MODEL_PATH=$(MODEL) $(PY) -m service --host $(HOST) --port $(PORT)
 
 SRC := $(wildcard mspfn model_export service benchmarks)
@@ -46,6 +53,10 @@ typecheck: venv
 
 test: venv lint typecheck
 	$(PY) -m pytest -q
+
+# The tests that take under a second each, fixtures included (the others are marked `slow`).
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
 
 # The images built offline (debootstrap base, host-side wheelhouse) and run as users will: one container
 # as docker-compose.yml runs it, then `docker compose up` of the CPU profile (README, Docker). Starts

@@ -2,7 +2,8 @@
 
 Sections: engine, roofline, profile, options, tiling, batching, overhead, memory, gpu (default: all).
 
-Writes benchmarks/results/<machine>.json and benchmarks/results/<machine>.md (the README quotes the table).
+Writes benchmarks/results/<machine>.json and benchmarks/results/<machine>.md (docs/performance.md quotes
+the tables; the README, their targets).
 """
 
 from __future__ import annotations

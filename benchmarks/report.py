@@ -1,4 +1,4 @@
-"""Markdown tables from a results dict (the README quotes the output)."""
+"""Markdown tables from a results dict (docs/performance.md quotes the output)."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 # Fixed by the architecture, so not a free hyper-parameter; checkpoints and model cards still record it.
 PAD_MULTIPLE = 8
 
+
 @dataclass(frozen=True)
 class MSPFNConfig:
     """Every hyper-parameter of the network; a preset is a name for one of these."""

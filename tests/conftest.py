@@ -7,11 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data"
-RAIN12 = DATA / "val" / "Rain12"
-REAL = DATA / "real" / "RealSIRR147"
-SHIPPED_WEIGHTS = REPO / "weights" / "mspfn-lite.safetensors"
+from tests.paths import DATA, RAIN12, REAL, REPO, SHIPPED_WEIGHTS  # noqa: F401  (tests import them here too)
 
 TINY = {
     "width": 8,
@@ -23,6 +19,19 @@ TINY = {
     "reduction": 4,
     "pad_multiple": 8,
 }
+
+
+# `make test-fast` runs the tests that take under a second each, fixtures included. These fixtures cost
+# more (torch and a model export, a running server, a browser), so every test that uses one is `slow`;
+# a slow test without one says so itself (@pytest.mark.slow or a module's pytestmark).
+SLOW_FIXTURES = frozenset({"tiny_weights", "tiny_onnx", "server_url", "chromium_path"})
+SLOW_MODULES = frozenset({"test_training.py"})  # every test in it trains a network
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

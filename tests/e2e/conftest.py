@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from e2e_harness import chromium, find_chromium, running_service, small_rainy_photo
+
+from tests.e2e.e2e_harness import chromium, find_chromium, running_service, small_rainy_photo
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -18,7 +19,6 @@ ServiceFactory = Callable[..., AbstractContextManager[str]]
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
-    pytest.importorskip("playwright.sync_api", reason="the browser tests need `pip install playwright`")
     path = find_chromium()
     if path is None:
         pytest.skip("no Chromium binary found (apt-get install chromium, or set DERAIN_E2E_CHROMIUM)")

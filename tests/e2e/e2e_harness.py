@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.loopback import free_port, wait_ready
+from tests.paths import REAL, REPO
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext
 
-REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 START_TIMEOUT_S = 60.0  # model load and warm-up; the training job may be sharing the cores
 CHROMIUM_NAMES = ("chromium", "chromium-browser")  # Debian's package, and the name some distributions use
@@ -84,7 +84,7 @@ def chromium(
     executable: str, profile: Path, width: int = 1100, height: int = 900
 ) -> Iterator[BrowserContext]:
     """Headless Chromium with a fresh profile directory (`profile` must not be in use), downloads on."""
-    from playwright.sync_api import sync_playwright  # imported here: the tests skip when it is missing
+    from playwright.sync_api import sync_playwright  # imported here: only the browser tests need it
 
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
@@ -103,6 +103,6 @@ def chromium(
 
 def small_rainy_photo() -> Path | None:
     """The smallest real rainy JPEG of RealSIRR147 (a few hundred pixels a side), if the data is there."""
-    real = REPO.parent / "shared" / "data" / "real" / "RealSIRR147" / "rain"
+    real = REAL / "rain"
     photos = sorted(real.glob("*.jpg")) if real.is_dir() else []
     return min(photos, key=lambda path: (path.stat().st_size, path.name)) if photos else None

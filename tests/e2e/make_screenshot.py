@@ -1,6 +1,6 @@
 """Render docs/page.png for the README: the page after deraining a real rainy photo, in headless Chromium.
 
-    .venv/bin/python tests/e2e/make_screenshot.py --model models/mspfn-lite.onnx
+    .venv/bin/python -m tests.e2e.make_screenshot --model models/mspfn-lite.onnx
 
 Starts `python -m service` with the model, uploads the photo through the page, waits for the result and
 saves a palette PNG (256 colours) small enough to commit.
@@ -13,8 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from e2e_harness import REPO, chromium, find_chromium, running_service
 from PIL import Image
+
+from tests.e2e.e2e_harness import REPO, chromium, find_chromium, running_service
 
 MAX_BYTES = 300 * 1024
 PHOTO = REPO.parent / "shared" / "data" / "real" / "RealSIRR147" / "rain" / "130.jpg"  # 600x337

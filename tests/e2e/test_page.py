@@ -13,12 +13,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
-import pytest
-from e2e_harness import ARTIFACTS
 from PIL import Image
+from playwright.sync_api import Page, expect
 
-pytest.importorskip("playwright.sync_api", reason="the browser tests need `pip install playwright`")
-from playwright.sync_api import Page, expect  # noqa: E402
+from tests.e2e.e2e_harness import ARTIFACTS
 
 ServiceFactory = Callable[..., AbstractContextManager[str]]  # the `serve` fixture
 RESULT_TIMEOUT_MS = 60_000  # upload + tiny-model inference; generous for a shared 2-core machine

@@ -1,26 +1,23 @@
 """Fixtures of the reliability tests, and a summary of the load test's figures at the end of the run.
 
-The service tests' helpers (FakeRunner, serve, metric, image makers) are shared, not copied: their
-folder goes on sys.path, as pytest does for it when it collects those tests.
+The service tests' helpers (FakeRunner, serve, metric, image makers) are shared, not copied: imported
+from tests.service.svc_helpers like every test helper (`from tests.<folder>.<module> import ...`).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "service"))
-
-from reliability_helpers import FIGURES, FakeService, live_server  # noqa: E402
-from svc_helpers import (  # noqa: E402
+from tests.reliability.reliability_helpers import FIGURES, FakeService, live_server
+from tests.service.svc_helpers import (
     FakeRunner,
     SettingsFactory,
-    fake_runner,  # noqa: E402, F401  (a fixture, collected from here)
+    fake_runner,  # noqa: F401  (a fixture, collected from here)
     settings_factory,
 )
 

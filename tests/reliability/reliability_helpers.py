@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from svc_helpers import FakeRunner
 
 from service.core.runtime import Runner
 from service.http.app import create_app
 from service.http.server import DrainingServer, uvicorn_config
 from service.settings import Settings
 from tests.loopback import free_port, wait_ready
+from tests.paths import REPO
+from tests.service.svc_helpers import FakeRunner
 
-REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0  # a cold `python -m service` imports onnxruntime and warms up on 2 busy cores
 FIGURES: list[str] = []  # lines for the end-of-run summary (conftest.py prints them)
 

@@ -16,8 +16,15 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from reliability_helpers import FakeService, RawResponse, live_server, parse_responses, raw_exchange
-from svc_helpers import FakeRunner, SettingsFactory, encoded, noise, png_bytes
+
+from tests.reliability.reliability_helpers import (
+    FakeService,
+    RawResponse,
+    live_server,
+    parse_responses,
+    raw_exchange,
+)
+from tests.service.svc_helpers import FakeRunner, SettingsFactory, encoded, noise, png_bytes
 
 ACCEPTED = "send JPEG, PNG, WebP, TIFF or BMP"
 NOT_DECODABLE = f"not a decodable image; {ACCEPTED}"

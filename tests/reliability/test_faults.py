@@ -19,8 +19,11 @@ import httpx
 import numpy as np
 import onnx
 import pytest
-from reliability_helpers import REPO, free_port, live_server, service_env
-from svc_helpers import SECRET, FakeRunner, SettingsFactory, metric, png_bytes, wait_until
+
+from tests.loopback import free_port
+from tests.paths import REPO
+from tests.reliability.reliability_helpers import live_server, service_env
+from tests.service.svc_helpers import SECRET, FakeRunner, SettingsFactory, metric, png_bytes, wait_until
 
 GENERIC_500 = {"detail": "inference failed; the request can be retried"}
 

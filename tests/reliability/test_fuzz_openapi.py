@@ -16,12 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from reliability_helpers import live_server
-from svc_helpers import SettingsFactory
 
-pytest.importorskip(
-    "schemathesis", reason="schemathesis is a dev dependency of this test: pip install schemathesis"
-)
+from tests.reliability.reliability_helpers import live_server
+from tests.service.svc_helpers import SettingsFactory
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 EXAMPLES = 200  # per operation and phase; /derain is the only one with inputs

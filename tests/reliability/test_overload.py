@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 from load_generator import LoadReport, run_load
-from reliability_helpers import FIGURES, ServiceProcess, service_env
-from svc_helpers import noise, png_bytes
+
+from tests.reliability.reliability_helpers import FIGURES, ServiceProcess, service_env
+from tests.service.svc_helpers import noise, png_bytes
 
 KEY = "overload-test-key-7f3a"
 SIDE = 320  # px: 49 tiles of 64 px, ~1.2 MB decoded per request

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from reliability_helpers import live_server, raw_exchange
-from svc_helpers import FakeRunner, SettingsFactory, metric, noise, png_bytes, serve
 
 from service.core import derainer as engine
 from service.logs import JsonFormatter
+from tests.reliability.reliability_helpers import live_server, raw_exchange
+from tests.service.svc_helpers import FakeRunner, SettingsFactory, metric, noise, png_bytes, serve
 
 KEY = "sk-live-4f9d2c7e1b"
 WRONG = "sk-live-00000000000"

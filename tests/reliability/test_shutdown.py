@@ -1,6 +1,6 @@
 """Graceful shutdown of a real `python -m service` (uvicorn, tiny model) on SIGTERM with requests in flight.
 
-tests/service/test_lifecycle.py covers readiness flipping inside the app and a SIGTERM with nothing in
+tests/service/http/test_lifecycle.py covers readiness flipping inside the app and a SIGTERM with nothing in
 flight; here the process drains real requests: readiness answers 503 at once (the port stays open while
 draining), new work gets 503 with Retry-After, every in-flight request completes, and the process exits
 0 within the drain timeout. When the drain timeout is too short, whatever is still in flight gets 503
@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from reliability_helpers import FIGURES, ServiceProcess, service_env
-from svc_helpers import metric, noise, png_bytes, wait_until
+
+from tests.reliability.reliability_helpers import FIGURES, ServiceProcess, service_env
+from tests.service.svc_helpers import metric, noise, png_bytes, wait_until
 
 BIG = png_bytes(noise(640, 640, seed=3))  # 169 tiles of 64 px: ~0.4 s of the tiny model each
 SMALL = png_bytes(noise(20, 20))

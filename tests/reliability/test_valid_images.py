@@ -10,8 +10,9 @@ import imagecodecs
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from reliability_helpers import FakeService
-from svc_helpers import encoded, noise, png_bytes
+
+from tests.reliability.reliability_helpers import FakeService
+from tests.service.svc_helpers import encoded, noise, png_bytes
 
 
 def model(samples: np.ndarray, top: int = 255) -> np.ndarray:

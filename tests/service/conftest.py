@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from svc_helpers import (
+
+from tests.service.svc_helpers import (
     SettingsFactory,
     fake_runner,  # noqa: F401  (a fixture, shared with tests/reliability)
     settings_factory,

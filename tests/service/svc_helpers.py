@@ -1,4 +1,4 @@
-"""Helpers shared by the service tests (imported by name: pytest puts this folder on sys.path)."""
+"""Helpers shared by the service and reliability tests (`from tests.service.svc_helpers import ...`)."""
 
 from __future__ import annotations
 

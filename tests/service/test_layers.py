@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-SERVICE = Path(__file__).resolve().parents[2] / "service"
+from tests.paths import REPO
+
+SERVICE = REPO / "service"
 WEB = ("fastapi", "starlette", "uvicorn", "h11", "python_multipart")
 
 
@@ -70,6 +72,7 @@ def test_only_the_runtime_imports_onnxruntime() -> None:
     assert users == {"service/core/runtime.py": ["onnxruntime"]}
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_lower_layers_import_without_the_web_stack() -> None:
     """What really comes in (transitively) with the pipeline and with the core."""
     code = (

@@ -7,7 +7,6 @@ import fnmatch
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import cssbeautifier
 import pytest
@@ -15,8 +14,8 @@ import quickjs
 import tinycss2
 
 from service.http.page import PAGE, SCRIPT_TAG, STYLE_LINK, inline_page
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 STATIC = REPO / "service" / "http" / "static"
 MAX_LINE = 110  # as ruff's line length for the Python code
 
@@ -28,6 +27,7 @@ def css_options() -> cssbeautifier.BeautifierOptions:
     return options
 
 
+@pytest.mark.slow  # djlint starts in a fresh interpreter
 def test_the_html_passes_djlint() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "djlint", str(STATIC / "index.html"), "--lint", "--profile=html"],

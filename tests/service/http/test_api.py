@@ -8,10 +8,10 @@ import imagecodecs
 import numpy as np
 import pytest
 from PIL import Image
-from svc_helpers import SettingsFactory, encoded, noise, png_bytes, serve
 
 from service.core.pipeline import plan_grid
 from service.core.runtime import load_runner
+from tests.service.svc_helpers import SettingsFactory, encoded, noise, png_bytes, serve
 
 
 def open_image(content: bytes) -> Image.Image:

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import API_KEY, TILE
 from PIL import Image
 
 from service.cli import main
 from service.core.runtime import CPU, load_runner
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO
+from tests.service.cli.cli_helpers import API_KEY, TILE
 
 
 def noise(height: int, width: int, seed: int) -> np.ndarray:
@@ -162,6 +161,7 @@ def test_local_options_are_refused_with_url(tiny_onnx: Path, tmp_path: Path) -> 
     assert stop.value.code == 2
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_console_script_is_this_main_and_needs_no_torch() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["derain"] == "service.cli:main"

@@ -7,10 +7,19 @@ import threading
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from svc_helpers import SECRET, FakeRunner, SettingsFactory, metric, noise, png_bytes, serve, wait_until
 
 from service.errors import DerainError
 from service.http.error_table import ERROR_STATUS
+from tests.service.svc_helpers import (
+    SECRET,
+    FakeRunner,
+    SettingsFactory,
+    metric,
+    noise,
+    png_bytes,
+    serve,
+    wait_until,
+)
 
 PNG = png_bytes(noise(20, 20))
 

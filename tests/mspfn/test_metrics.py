@@ -34,9 +34,11 @@ def test_ssim_of_identical_images_is_one_and_drops_with_noise() -> None:
     assert 0.5 < ssim_y(image, noisy) < 0.99
 
 
+@pytest.mark.slow  # imports scikit-image
 def test_ssim_matches_skimage_gaussian_protocol() -> None:
-    skimage_metrics = pytest.importorskip("skimage.metrics")
-    skimage_color = pytest.importorskip("skimage.color")
+    import skimage.color as skimage_color  # scikit-image: a dev dependency, always there for the tests
+    import skimage.metrics as skimage_metrics
+
     rng = np.random.default_rng(1)
     a = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
     b = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)

@@ -19,17 +19,20 @@ from mspfn.model import (
 from tests.conftest import make_tiny_model
 
 
+@pytest.mark.slow  # builds or runs a network in torch
 @pytest.mark.parametrize(("name", "expected"), [("paper", 12_597_376), ("paper-133", 17_769_728)])
 def test_paper_presets_have_the_spec_parameter_counts(name: str, expected: int) -> None:
     assert count_parameters(MSPFN(preset(name))) == expected
 
 
+@pytest.mark.slow  # builds or runs a network in torch
 def test_paper_macs_match_the_spec() -> None:
     # Spec section 6: 525.2 GMAC at 512x512 for M17N1 with live gates only = 2.0036 M MAC/pixel.
     model = MSPFN(preset("paper"))
     assert macs_per_pixel(model, 64, 64) == pytest.approx(525.2e9 / 512**2, rel=1e-3)
 
 
+@pytest.mark.slow  # builds or runs a network in torch
 def test_lite_fits_the_cpu_budget() -> None:
     lite = MSPFN(preset("lite"))
     assert macs_per_pixel(lite, 64, 64) <= 250_000
@@ -68,6 +71,7 @@ def test_convlstm_gates_start_with_the_spec_std() -> None:
         assert not lstm.gates.bias.detach().any()
 
 
+@pytest.mark.slow  # builds or runs a network in torch
 @pytest.mark.parametrize("size", [(1, 1), (37, 53), (8, 8), (3, 17)])
 def test_derain_accepts_any_size(size: tuple[int, int]) -> None:
     model = make_tiny_model()
@@ -95,6 +99,7 @@ def test_reflect_padding_mirrors_the_border() -> None:
     assert padded[0, 0, 0, 5:].tolist() == [3.0, 2.0, 1.0]
 
 
+@pytest.mark.slow  # builds or runs a network in torch
 def test_untrained_network_is_the_identity() -> None:
     model = MSPFN(preset("lite")).eval()
     image = torch.rand(1, 3, 16, 24)

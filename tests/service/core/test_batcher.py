@@ -7,11 +7,11 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 import pytest
-from svc_helpers import FakeRunner
 
 from service.core.batcher import Batcher, TileResult, gather_tiles
 from service.errors import ClientDisconnected, InferenceFailed, Overloaded, ShuttingDown
 from service.metrics import Metrics
+from tests.service.svc_helpers import FakeRunner
 
 T = 8  # tile side for these tests
 

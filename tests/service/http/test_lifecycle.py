@@ -16,15 +16,15 @@ import httpx
 import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
-from svc_helpers import FakeRunner, SettingsFactory, metric, noise, png_bytes, serve, wait_until
 
 from service.core.runtime import ModelError
 from service.http.app import create_app
 from service.logs import JsonFormatter, RequestIdFilter, request_id
 from tests.loopback import free_port, wait_ready
+from tests.paths import REPO
+from tests.service.svc_helpers import FakeRunner, SettingsFactory, metric, noise, png_bytes, serve, wait_until
 
 PNG = png_bytes(noise(20, 20))
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_readiness_follows_warm_up_and_shutdown(

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from cli_helpers import API_KEY, TILE
 
 from service.http.app import create_app
 from service.settings import Settings
 from tests.loopback import free_port, wait_ready
+from tests.service.cli.cli_helpers import API_KEY, TILE
 
 
 @pytest.fixture(autouse=True)

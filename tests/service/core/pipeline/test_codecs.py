@@ -10,10 +10,10 @@ import imagecodecs
 import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
-from svc_helpers import encoded, noise, png_bytes
 
 from service.core.pipeline import decode, encode, output_format, probe
 from service.errors import BadImage, TooLarge, UnsupportedMedia
+from tests.service.svc_helpers import encoded, noise, png_bytes
 
 LIMIT = 10_000_000
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()

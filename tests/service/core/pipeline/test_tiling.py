@@ -11,9 +11,8 @@ from PIL import Image
 from service.core.pipeline import TileGrid, check_tiling, feather_ramp, plan_grid, split, stitch
 from service.core.pipeline.tiling import tile_starts
 from service.core.runtime import load_runner
+from tests.paths import REAL, SHIPPED_WEIGHTS
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "RealSIRR147"
-SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "mspfn-lite.safetensors"
 # The real rainy photos of ../shared/data (see its README); a checkout without them skips these tests.
 needs_photos = pytest.mark.skipif(not REAL.is_dir(), reason=f"real rainy photos not found at {REAL}")
 SIZES = [(1, 1), (37, 53), (64, 64), (65, 64), (100, 150), (300, 257), (64, 500)]

@@ -124,6 +124,7 @@ def test_a_transposed_convolution_whose_phases_would_need_negative_pads_is_left_
     assert run(graph, x).shape == (1, 4, 10, 12)  # it does double: only the pads rule it out
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_rewrite_imports_without_torch() -> None:
     """The service image and the CPU graph's rewrite have no torch: importing it must not need it."""
     code = (

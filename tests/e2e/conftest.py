@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -15,22 +15,28 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 ServiceFactory = Callable[..., AbstractContextManager[str]]
+T = TypeVar("T")
+
+
+def found(thing: T | None, missing: str) -> T:
+    """`thing`, or a skip saying what this machine lacks (a system package, the shared data)."""
+    if thing is None:
+        pytest.skip(missing)
+    return thing
 
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
-    path = find_chromium()
-    if path is None:
-        pytest.skip("no Chromium binary found (apt-get install chromium, or set DERAIN_E2E_CHROMIUM)")
-    return path
+    return found(
+        find_chromium(), "no Chromium binary found (apt-get install chromium, or set DERAIN_E2E_CHROMIUM)"
+    )
 
 
 @pytest.fixture(scope="session")
 def rainy_photo() -> Path:
-    photo = small_rainy_photo()
-    if photo is None:
-        pytest.skip("the real rainy photos (../shared/data/real/RealSIRR147/rain) are not there")
-    return photo
+    return found(
+        small_rainy_photo(), "the real rainy photos (../shared/data/real/RealSIRR147/rain) are not there"
+    )
 
 
 @pytest.fixture

@@ -90,10 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend = make_backend(args)
     except Fatal as error:
         return _stop(str(error))
-    if not args.quiet:
-        _say(f"{len(plan.jobs)} image(s), {backend.description}")
-    outdir.mkdir(parents=True, exist_ok=True)
     try:
+        if not args.quiet:
+            _say(f"{len(plan.jobs)} image(s), {backend.description}")
+        outdir.mkdir(parents=True, exist_ok=True)
         written, failed = run_jobs(plan.jobs, backend, args)
     except Fatal as error:
         return _stop(str(error))

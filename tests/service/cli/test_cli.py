@@ -131,6 +131,19 @@ def test_server_mode_sends_the_api_key_and_gives_what_local_mode_gives(
     assert np.abs(pixels(remote / "a.png") - pixels(local / "a.png")).max() <= 1
 
 
+def test_local_mode_runs_the_services_own_pipeline_to_the_byte(
+    photos: Path, tmp_path: Path, tiny_onnx: Path, server_url: str
+) -> None:
+    """Same model, tiles, threads and tiles per call: the local backend runs the service's Derainer, so
+    a lossless output is the same file either way."""
+    remote, local = tmp_path / "remote", tmp_path / "local"
+    source = photos / "a.png"
+    assert main([str(source), "-o", str(remote), "--url", server_url, "--api-key", API_KEY, "-q"]) == 0
+    assert main([str(source), "-o", str(local), "-q", *local_args(tiny_onnx)]) == 0
+    assert (remote / "a.png").read_bytes() == (local / "a.png").read_bytes()
+    assert (local / "a.png").read_bytes() != source.read_bytes()
+
+
 def test_server_mode_reads_the_key_from_the_environment_and_compares(
     photos: Path, tmp_path: Path, server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -176,5 +189,8 @@ def test_local_batch_defaults_to_one_tile_per_call_on_the_cpu(
     from service.cli.backends import LocalBackend
 
     backend = LocalBackend.load(tiny_onnx, [CPU], tile_size=64, overlap=16, batch=batch, threads=2)
-    assert backend._batch == expected  # 0: the provider's default (runtime.default_batch)
-    assert backend._runner.lanes == lanes  # a batch set on the CPU is split over lanes, one per core
+    try:
+        assert backend._batch == expected  # 0: the provider's default (runtime.default_batch)
+        assert backend._runner.lanes == lanes  # a batch set on the CPU is split over lanes, one per core
+    finally:
+        backend.close()  # its batcher's task and event loop

@@ -287,33 +287,46 @@ def streak_scale(
 
 
 PROBE_SIDE = 64  # px, the working-scale side of each probe crop
-PROBE_MARGIN = 4.0  # another factor overrules the size rule only with this many times its rain energy
+PROBE_MARGIN = 10.0  # another factor overrules the size rule only with this many times its rain energy
+AUTO_PRIOR_MAX = 4.0  # the size rule's factor is capped here (real photos' streaks grow slower than size)
+PROBE_SPOTS = 3  # crops per factor in images at least twice the training size (1 in smaller ones)
 
 
 def auto_candidates(
     height: int, width: int, train_short_side: int = DEFAULT_TRAIN_SHORT_SIDE, maximum: float = MAX_SCALE
 ) -> tuple[float, list[float]]:
-    """(prior, candidates) for `scale=auto`: the size rule's factor, and the factors the model is probed
-    at: half, the same, twice and four times the prior, within [1, maximum] (a factor at which a probe
-    crop no longer fits in the image is left out)."""
-    prior = quantize_scale(size_scale(height, width, train_short_side), maximum)
+    """(prior, candidates) for `scale=auto`: the size rule's factor (at most AUTO_PRIOR_MAX), and the
+    factors the model is probed at: a quarter, half, the same, twice and four times the prior, within
+    [1, maximum] (a factor at which a probe crop no longer fits in the image is left out)."""
+    prior = quantize_scale(min(size_scale(height, width, train_short_side), AUTO_PRIOR_MAX), maximum)
     short = min(height, width)
-    candidates = sorted({quantize_scale(prior * m, maximum) for m in (0.5, 1.0, 2.0, 4.0)})
-    fitting = [f for f in candidates if short / f >= PROBE_SIDE or f == prior]
-    return prior, fitting
+    candidates = sorted({quantize_scale(prior * m, maximum) for m in (0.25, 0.5, 1.0, 2.0, 4.0)})
+    return prior, [f for f in candidates if short / f >= PROBE_SIDE or f == prior]
 
 
-def probe_crops(rgb: np.ndarray, factors: list[float], side: int = PROBE_SIDE) -> np.ndarray:
-    """(len(factors), 3, side, side): for each factor the centre of the image at that working scale (a
-    full-size square of side * factor px, or the image's short side if smaller, shrunk to side x side):
-    one batch for the model."""
+def probe_spots(height: int, width: int, train_short_side: int = DEFAULT_TRAIN_SHORT_SIDE) -> int:
+    """Crops per factor: one in an image near the training size (the probe is then a visible share
+    of the work), PROBE_SPOTS in larger ones (where it costs little and one crop may miss the rain)."""
+    return PROBE_SPOTS if min(height, width) >= 2 * train_short_side else 1
+
+
+def probe_crops(rgb: np.ndarray, factors: list[float], spots: int = 1, side: int = PROBE_SIDE) -> np.ndarray:
+    """(len(factors) * spots, 3, side, side), factor-major: for each factor, `spots` crops of the image
+    at that working scale (full-size squares of side * factor px, or of the short side if smaller,
+    shrunk to side x side), centred on evenly spaced points of the long axis through the image's
+    centre. One batch for the model."""
     height, width = rgb.shape[1:]
-    crops = np.empty((len(factors), 3, side, side), np.float32)
+    crops = np.empty((len(factors) * spots, 3, side, side), np.float32)
     for index, factor in enumerate(factors):
         extent = min(round(side * factor), height, width)
-        top, left = (height - extent) // 2, (width - extent) // 2
-        region = rgb[:, top : top + extent, left : left + extent]
-        crops[index] = np.clip(resize(region, side, side), 0.0, 1.0)
+        for spot in range(spots):
+            along = (spot + 0.5) / spots
+            if width >= height:
+                top, left = (height - extent) // 2, round(along * (width - extent))
+            else:
+                top, left = round(along * (height - extent)), (width - extent) // 2
+            region = rgb[:, top : top + extent, left : left + extent]
+            crops[index * spots + spot] = np.clip(resize(region, side, side), 0.0, 1.0)
     return crops
 
 
@@ -327,8 +340,8 @@ def probe_pick(
     prior: float, factors: list[float], crops: np.ndarray, derained: np.ndarray, margin: float = PROBE_MARGIN
 ) -> float:
     """The size rule's factor, unless the model took at least `margin` times as much rain out of the
-    probe crop at another factor: then that one."""
-    energy = rain_energy(crops, derained)
+    probe crops (their mean, per factor) at another factor: then that one."""
+    energy = rain_energy(crops, derained).reshape(len(factors), -1).mean(axis=1)
     best = int(np.argmax(energy))
     if prior not in factors:
         return factors[best]

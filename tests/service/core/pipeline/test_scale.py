@@ -185,17 +185,17 @@ def test_auto_for_a_model_trained_larger_starts_from_its_own_scale() -> None:
     prior, factors = sc.auto_candidates(1284, 1924, train_short_side=642)
     assert prior == 2.0 and factors == [1.0, 2.0, 4.0, 8.0]
     assert sc.auto_candidates(321, 481) == (1.0, [1.0, 2.0, 4.0])
-    assert sc.auto_candidates(2848, 4288) == (8.0, [4.0, 8.0])  # the size rule says 8.9: capped
+    assert sc.auto_candidates(2848, 4288) == (4.0, [1.0, 2.0, 4.0, 8.0])  # the size rule says 8.9: capped
     assert sc.auto_candidates(100, 100) == (1.0, [1.0])  # no probe crop fits at 2
 
 
 def test_the_probe_keeps_the_size_rule_unless_another_factor_clearly_wins() -> None:
     crops = np.full((3, 3, 32, 32), 0.5, np.float32)
     rain = np.array([0.02, 0.0346, 0.01], np.float32)[:, None, None, None]  # energies 4e-4, 1.2e-3 (3x), 1e-4
-    assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - rain) == 1.0  # under 4x: the size rule stands
-    rain[1] = 0.03  # 2.25x
+    assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - rain) == 1.0  # under 10x: the size rule stands
+    rain[1] = 0.06  # 9x
     assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - rain) == 1.0
-    rain[1] = 0.05  # 6.25x
+    rain[1] = 0.065  # 10.6x
     assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - rain) == 2.0
 
 

@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 
 from model_export.quantize import quantize
-from tests.test_training import write_pairs
+from tests.mspfn.pairs import write_pairs
 
 
 def test_int8_model_keeps_metadata_and_stays_close(tiny_onnx: Path, tmp_path: Path) -> None:

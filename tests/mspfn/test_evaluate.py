@@ -12,7 +12,7 @@ from PIL import Image
 from mspfn.data import load_pairs
 from mspfn.evaluate import main
 from mspfn.metrics import psnr_y
-from tests.test_training import write_pairs
+from tests.mspfn.pairs import write_pairs
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> dict:

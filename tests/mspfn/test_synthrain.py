@@ -101,6 +101,7 @@ def streak_width(layer: np.ndarray) -> float:
     return float(lit.sum() / max(1, runs))
 
 
+@pytest.mark.slow  # renders full-size rain more than once
 def test_near_rain_is_wider_longer_and_brighter_than_far_rain() -> None:
     near = RainStyle(fixed(0.0), fixed(100.0), fixed(0.0005), fixed(3.0), fixed(0.9))
     far = RainStyle(fixed(0.0), fixed(12.0), fixed(0.02), fixed(0.5), fixed(0.3))
@@ -172,6 +173,7 @@ def test_layers_appear_with_their_chance_and_follow_the_wind() -> None:
     assert rainy.mean() > 5
 
 
+@pytest.mark.slow  # renders full-size rain more than once
 def test_recipes_span_drizzle_to_downpour_and_seeds_repeat() -> None:
     rng = np.random.default_rng(0)
     clean = np.asarray(np.clip(rng.normal(100, 30, (160, 240, 3)), 0, 255), np.uint8)
@@ -203,6 +205,7 @@ def test_split_holds_out_every_tenth_image_the_same_way_every_time() -> None:
     assert split_clean(files) == (train, held)
 
 
+@pytest.mark.slow  # renders full-size rain more than once
 def test_cli_renders_a_recipe_on_the_held_out_images_only(tmp_path: Path) -> None:
     clean = tmp_path / "clean" / "photos"
     clean.mkdir(parents=True)
@@ -221,6 +224,7 @@ def test_cli_renders_a_recipe_on_the_held_out_images_only(tmp_path: Path) -> Non
     assert all(np.array_equal(a.rain, b.rain) for a, b in zip(pairs, load_pairs(again), strict=True))
 
 
+@pytest.mark.slow  # renders full-size rain more than once
 def test_contact_sheet_has_a_row_per_recipe_and_one_of_real_photos(tmp_path: Path) -> None:
     from mspfn.synthrain import contact_sheet
 

@@ -20,6 +20,7 @@ from mspfn.train import (
     train_step,
 )
 from tests.conftest import make_tiny_model
+from tests.mspfn.pairs import write_pairs
 
 
 def test_charbonnier_and_laplacian_values() -> None:
@@ -106,18 +107,6 @@ def test_ema_averages_the_weights_and_survives_resume(tmp_path: Path) -> None:
     load_training_state(path, restored, torch.optim.Adam(restored.parameters()), fresh_ema)
     for p, e in zip(model.parameters(), fresh_ema.module.parameters(), strict=True):
         assert torch.equal(p, e)
-
-
-def write_pairs(root: Path, count: int, size: tuple[int, int] = (40, 48)) -> Path:
-    rng = np.random.default_rng(0)
-    for folder in ("rain", "norain"):
-        (root / folder).mkdir(parents=True)
-    for index in range(count):
-        clean = rng.integers(0, 200, (*size, 3), dtype=np.uint8)
-        rain = np.clip(clean.astype(int) + (rng.random(size) > 0.95)[..., None] * 55, 0, 255)
-        Image.fromarray(clean).save(root / "norain" / f"{index}.png")
-        Image.fromarray(rain.astype(np.uint8)).save(root / "rain" / f"{index}.png")
-    return root
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from docker_harness import (
+
+from tests.docker.docker_harness import (
     BASE_IMAGE,
     BUILD_ENV,
     CPU_IMAGE,

@@ -24,10 +24,8 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "deploy"))  # deploy_files, metric_contract
-
-from deploy_files import COMPOSE, COMPOSE_CPU, default_value, environment, load_yaml  # noqa: E402
+from tests.deploy.deploy_files import COMPOSE, COMPOSE_CPU, default_value, environment, load_yaml
+from tests.paths import REPO
 
 BUILD = REPO / "build"
 WHEELS = BUILD / "wheels"  # inside the build context (.dockerignore lets build/wheels in)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from docker_harness import FIGURES, REPO, WHEELS, image_size, run, step
 from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from tests.docker.docker_harness import FIGURES, REPO, WHEELS, image_size, run, step
 
 # The cpu image's service may not exceed this (measured 434 MB on the debootstrap base: 124 MB Debian +
 # Python, ~300 MB venv, of which onnxruntime and numpy are most). torch alone would add ~700 MB.

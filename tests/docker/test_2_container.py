@@ -14,9 +14,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from docker_harness import (
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.deploy.metric_contract import CONTRACT
+from tests.docker.docker_harness import (
     FIGURES,
-    REPO,
     Container,
     compose_service,
     default_value,
@@ -26,11 +29,9 @@ from docker_harness import (
     seconds,
     step,
 )
-from metric_contract import CONTRACT
-from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
+from tests.paths import REAL
 
-RAIN = REPO.parent / "shared" / "data" / "real" / "RealSIRR147" / "rain"
+RAIN = REAL / "rain"
 SMALL_PHOTO = RAIN / "135.jpg"  # 271 x 186, the smallest
 LARGE_PHOTO = RAIN / "132.jpg"  # 1600 x 1200, scaled for the drain test
 # The container's output against the same model run by the local pipeline (python -m service.cli):

@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from docker_harness import COMPOSE, COMPOSE_CPU, FIGURES, REPO, Engine, run, step
+
+from tests.docker.docker_harness import COMPOSE, COMPOSE_CPU, FIGURES, REPO, Engine, run, step
 
 TEST_OVERRIDE = REPO / "tests" / "docker" / "compose.test.yml"
 SCRAPED_WITHIN_S = 120.0

@@ -10,7 +10,7 @@ INT8 := models/mspfn-lite-int8.onnx
 # `make run MODEL=PATH` serves another exported model (the int8 one is an experiment: see README)
 MODEL ?= $(FP32)
 
-.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general
+.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general rain12-enlarged
 
 venv: $(VENV)/.installed
 
@@ -82,6 +82,11 @@ evaluate: venv
 # training (every 10th of ../shared/data/clean, mspfn.synthrain.split_clean); the recipe is committed,
 # the images are not.
 CLEAN := ../shared/data/clean
+# Rain12 enlarged x2, x3 and x4 (bicubic on rainy and clean alike) and centre crops of the enlarged pairs
+# at the original size: the working-scale measurements (README, "Large photos"). Generated, not committed.
+rain12-enlarged: | venv
+	$(PY) -m benchmarks.enlarge --data ../shared/data/val/Rain12 --factor 2 3 4 --crop --out data/val
+
 VALSETS := data/val/heavy data/val/mixed
 valsets: $(VALSETS)
 data/val/heavy: | venv

@@ -1,6 +1,7 @@
 """python -m benchmarks [--sections SECTION,...] [--quick]
 
-Sections: engine, roofline, profile, options, tiling, batching, overhead, memory, gpu (default: all).
+Sections: engine, roofline, profile, options, tiling, batching, overhead, scale, memory, gpu (default:
+all).
 
 Writes benchmarks/results/<machine>.json and benchmarks/results/<machine>.md (docs/performance.md quotes
 the tables; the README, their targets).
@@ -20,7 +21,18 @@ from pathlib import Path
 
 from benchmarks import engine, report
 
-SECTIONS = ("engine", "roofline", "profile", "options", "tiling", "batching", "overhead", "memory", "gpu")
+SECTIONS = (
+    "engine",
+    "roofline",
+    "profile",
+    "options",
+    "tiling",
+    "batching",
+    "overhead",
+    "scale",
+    "memory",
+    "gpu",
+)
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -119,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         tiles = [128, 256] if args.quick else [128, 192, 256, 384, 512]
         results["tiling"] = engine.tile_sweep(args.model, tiles, 32, batch, repeats)
         save(args.out, results)
-    for name in ("batching", "overhead", "memory"):
+    for name in ("batching", "overhead", "scale", "memory"):
         if name in sections:
             results[name] = getattr(service_bench, name)(args.model, quick=args.quick)
             save(args.out, results)

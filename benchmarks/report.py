@@ -34,7 +34,9 @@ def markdown(results: Mapping[str, object]) -> str:
         "options": f"ONNX Runtime CPU settings at the serving shape ({shape})",
         "tiling": f"Tile sweep (batch {batch}, overlap 32): engine MP/s, overlap inflation for a 12 MP photo",
         "batching": "Batching through HTTP (one-tile 256x256 requests)",
-        "overhead": "HTTP end-to-end vs engine time for the same tiles",
+        "overhead": "HTTP end-to-end vs engine time for the same tiles (scale=1, fixed tiles)",
+        "scale": "Working scale at the defaults: HTTP end-to-end vs the model on the whole image; "
+        "12 MP at the default vs scale=1",
         "memory": "Service memory (RSS)",
         "gpu": "GPU",
     }

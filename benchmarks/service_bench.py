@@ -18,12 +18,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
 from PIL import Image
 
+if TYPE_CHECKING:
+    from service.core.runtime import Runner
+
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "RealSIRR147" / "rain"
+RAIN12 = Path(__file__).resolve().parents[2] / "shared" / "data" / "val" / "Rain12"
 READY_TIMEOUT_S = 120.0
 
 
@@ -170,12 +175,13 @@ def overhead(model: Path, quick: bool = False) -> list[dict[str, object]]:
     settings = Settings(model_path=model)
     batch = serving_batch(settings.max_batch, CPU, settings.max_queue_tiles)
     rows: list[dict[str, object]] = []
-    with running_service(model, request_timeout_s="1800") as (url, _):
+    # Full size in fixed tiles (scale=1, no whole-image path): the HTTP overhead over the same tiles.
+    with running_service(model, request_timeout_s="1800", whole_max_pixels="0") as (url, _):
         for megapixels in (1.0,) if quick else (1.0, 12.0):
             body = photo(megapixels)
             started = time.perf_counter()
             response = httpx.post(
-                f"{url}/derain", content=body, headers={"Content-Type": "image/jpeg"}, timeout=600
+                f"{url}/derain?scale=1", content=body, headers={"Content-Type": "image/jpeg"}, timeout=600
             )
             http_s = time.perf_counter() - started
             response.raise_for_status()
@@ -188,6 +194,88 @@ def overhead(model: Path, quick: bool = False) -> list[dict[str, object]]:
                     "http_s": round(http_s, 2),
                     "engine_s": round(engine_s, 2),
                     "ratio": round(http_s / engine_s, 3),
+                }
+            )
+    return rows
+
+
+def _whole_image_seconds(runner: Runner, rgb: np.ndarray, repeats: int) -> float:
+    """Median time of the service's runner on the whole image at full size (padded to its grid)."""
+    multiple = runner.info.pad_multiple
+    height, width = rgb.shape[1:]
+    padded = np.pad(rgb, ((0, 0), (0, -height % multiple), (0, -width % multiple)), mode="reflect")
+    batch = np.ascontiguousarray(padded[None], np.float32)
+    runner.run(batch)  # warm-up
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        runner.run(batch)
+        samples.append(time.perf_counter() - started)
+    return float(np.median(samples))
+
+
+def scale(model: Path, quick: bool = False) -> list[dict[str, object]]:
+    """Working scale at the service's defaults: HTTP end-to-end time of Rain12-sized photos against the
+    model's time on the same images whole, and a 12 MP photo at the default against scale=1 (both
+    alternated in one run, so background load hits them alike)."""
+    from service.core.runtime import load_from_settings
+    from service.settings import Settings
+
+    images = sorted((RAIN12 / "rain").glob("*.png"))[: 2 if quick else 6]
+    repeats = 1 if quick else 3
+    rows: list[dict[str, object]] = []
+    runner = load_from_settings(Settings(model_path=model, providers=["CPUExecutionProvider"]))
+    with running_service(model, request_timeout_s="1800") as (url, _):
+        http, whole, factors = [], [], set()
+        for path in images:
+            body = path.read_bytes()
+            with Image.open(path) as image:
+                rgb = np.asarray(image.convert("RGB"), np.float32).transpose(2, 0, 1) / 255
+            samples = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                response = httpx.post(f"{url}/derain", content=body, headers={"Content-Type": "image/png"})
+                samples.append(time.perf_counter() - started)
+                response.raise_for_status()
+                factors.add(response.headers["X-Derain-Scale"])
+            http.append(float(np.median(samples)))
+            whole.append(_whole_image_seconds(runner, rgb, repeats))
+        rows.append(
+            {
+                "case": f"Rain12 {len(images)} images 481x321, default (auto)",
+                "scale_used": ",".join(sorted(factors)),
+                "http_s": round(sum(http), 2),
+                "reference": "model on each whole image",
+                "reference_s": round(sum(whole), 2),
+                "ratio": round(sum(http) / sum(whole), 3),
+            }
+        )
+        if not quick:
+            source = REAL / "91.jpg"
+            body = source.read_bytes()
+            times: dict[str, list[float]] = {"auto": [], "1": []}
+            used: dict[str, str] = {}
+            for _ in range(2):
+                for choice in times:
+                    started = time.perf_counter()
+                    response = httpx.post(
+                        f"{url}/derain?scale={choice}",
+                        content=body,
+                        headers={"Content-Type": "image/jpeg"},
+                        timeout=1800,
+                    )
+                    times[choice].append(time.perf_counter() - started)
+                    response.raise_for_status()
+                    used[choice] = response.headers["X-Derain-Scale"]
+            default_s, full_s = float(np.median(times["auto"])), float(np.median(times["1"]))
+            rows.append(
+                {
+                    "case": f"{source.name} 4288x2848 (12 MP), default (auto)",
+                    "scale_used": used["auto"],
+                    "http_s": round(default_s, 2),
+                    "reference": "the same photo at scale=1",
+                    "reference_s": round(full_s, 2),
+                    "ratio": round(default_s / full_s, 3),
                 }
             )
     return rows

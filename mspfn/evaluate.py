@@ -3,6 +3,12 @@
     python -m mspfn.evaluate --model weights/mspfn-lite.safetensors --data ../shared/data/val/Rain12
 
 Progress goes to stderr; the last line of stdout is one JSON object with psnr, ssim, images, seconds.
+
+With `--scale auto|1|2|...` (an .onnx model) each image goes through the service's own pipeline
+instead (service.core: working scale, tiling or whole image as on the CPU provider, stitching, the rain
+layer brought back to full size), so the figures are those of exactly what `POST /derain?scale=...`
+and `derain --scale` return for that model on the CPU. Without it the network sees each whole image at
+full size (the model card's protocol).
 """
 
 from __future__ import annotations
@@ -77,6 +83,41 @@ def onnx_predictor(path: Path, threads: int | None = None) -> Predictor:
     return predict
 
 
+def service_predictor(
+    path: Path, scale: str, threads: int | None = None
+) -> tuple[Predictor, Callable[[], None]]:
+    """What the service returns for `scale` (CPU provider, default tiling), as a Predictor: the image is
+    handed over as PNG bytes (lossless: the service decodes the very pixels) and derained by the
+    service's Derainer, run in this process as `derain` runs it. Returns it and the function that
+    releases the pipeline's threads and event loop."""
+    import io
+
+    from service.cli.backends import LocalBackend
+    from service.core.pipeline.scale import parse_scale
+    from service.settings import Settings
+
+    if path.suffix != ".onnx":
+        raise ValueError(f"{path}: --scale runs the service pipeline, which takes an .onnx model")
+    fields = Settings.model_fields
+    backend = LocalBackend.load(
+        path,
+        ["CPUExecutionProvider"],
+        tile_size=fields["tile_size"].default,
+        overlap=fields["tile_overlap"].default,
+        batch=0,
+        threads=threads or 0,
+        scale=parse_scale(scale),
+    )
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        buffer = io.BytesIO()
+        Image.fromarray(to_uint8(image)).save(buffer, format="PNG")
+        _, derained = backend.derain_pixels(buffer.getvalue())
+        return derained.transpose(1, 2, 0)
+
+    return predict, backend.close
+
+
 def predictor_for(path: Path, threads: int | None = None) -> Predictor:
     if path.suffix == ".onnx":
         return onnx_predictor(path, threads)
@@ -115,10 +156,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, help="write each derained image here as NAME.png")
     parser.add_argument("--limit", type=int, help="score only the first N pairs (sorted by name)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    parser.add_argument(
+        "--scale",
+        help="score what the service returns at this working scale (auto, or 1 to 8; an .onnx model)",
+    )
     args = parser.parse_args(argv)
-    predict = predictor_for(args.model, args.threads)
-    scores = score(predict, load_pairs(args.data, args.limit), args.save)
+    if args.scale is not None:
+        from service.core.pipeline.scale import ScaleError, parse_scale
+
+        try:
+            parse_scale(args.scale)
+        except ScaleError as error:
+            parser.error(f"--scale: {error}")
+        predict, close = service_predictor(args.model, args.scale, args.threads)
+    else:
+        predict, close = predictor_for(args.model, args.threads), lambda: None
+    try:
+        scores = score(predict, load_pairs(args.data, args.limit), args.save)
+    finally:
+        close()
     result = {**scores, "model": str(args.model), "data": str(args.data)}
+    if args.scale is not None:
+        result["scale"] = args.scale
     print(json.dumps(result))
     return 0
 

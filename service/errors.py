@@ -20,6 +20,12 @@ class BadImage(DerainError):
     reason = "bad_image"
 
 
+class InvalidParameter(DerainError):
+    """A query parameter whose value the service cannot use (checked beyond its declared type)."""
+
+    reason = "invalid_request"
+
+
 class UnsupportedMedia(DerainError):
     """A content type or image format/mode that the service does not take (GIF, SVG, 32-bit float...)."""
 

@@ -21,6 +21,7 @@ from prometheus_client import (
 # Seconds-long work: a 256 px tile on CPU takes ~0.1-1 s, a 12 MP photo tens of seconds.
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
+SCALE_BUCKETS = (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8)
 MEGAPIXEL_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 12, 16, 24, 32, 40, 64)
 STAGES = ("decode", "queue", "inference", "encode", "total")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -70,6 +71,12 @@ class Metrics:
         )
         self.input_megapixels = Histogram(
             "derain_input_megapixels", "Decoded input size", buckets=MEGAPIXEL_BUCKETS, registry=reg
+        )
+        self.work_scale = Histogram(
+            "derain_work_scale",
+            "Working-scale factor each image was derained at (1 = full size; auto's pick or the client's)",
+            buckets=SCALE_BUCKETS,
+            registry=reg,
         )
         self.model_info = Gauge(
             "derain_model_info",

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # threads each (a lone tile still uses every core): more throughput under concurrency, but each lane
     # keeps its own memory arena (idle RSS ~3.5x). 1 = no lanes; 0 = min(tiles per call, cores).
     cpu_lanes: int = Field(default=1, ge=0, le=256)
+    # CPU provider only: a working image whose canvas (padded to 8 px) has at most this many pixels goes
+    # through the model whole, in one call (~1.4 kB of memory per pixel); larger ones in fitted tiles.
+    # 0 = fixed square tiles of TILE_SIZE for every image, as on GPUs (static shapes).
+    whole_max_pixels: int = Field(default=1 << 20, ge=0, le=64 << 20)
     # s that in-flight requests get to finish after SIGTERM before the process exits anyway.
     drain_timeout_s: float = Field(default=30.0, ge=0)
     # address and TCP port that `python -m service` listens on.

@@ -22,8 +22,9 @@ from typing import Protocol
 
 import numpy as np
 
-from service.core.derainer import Tiling, build_derainer
+from service.core.derainer import WHOLE_PIXELS, Tiling, build_derainer, whole_pixels
 from service.core.pipeline import MEDIA_TYPES, DecodedImage, OutputFormat, check_tiling, decode
+from service.core.pipeline.scale import AUTO, ScaleChoice
 from service.core.runtime import (
     CPU,
     ModelError,
@@ -74,9 +75,10 @@ class LocalBackend:
     """The service's core in this process: the same Derainer and batcher (decode -> tiles -> model in
     batches -> stitch -> encode), run in an event loop of its own."""
 
-    def __init__(self, runner: Runner, tiling: Tiling, batch: int) -> None:
+    def __init__(self, runner: Runner, tiling: Tiling, batch: int, scale: ScaleChoice = AUTO) -> None:
         self._runner = runner
         self._batch = batch
+        self._scale = scale
         self._loop = asyncio.Runner()
         self._batcher, self._derainer = build_derainer(
             runner.run, Metrics(), tiling, batch, 0.0, QUEUE_TILES, MAX_PIXELS
@@ -96,6 +98,8 @@ class LocalBackend:
         overlap: int,
         batch: int,
         threads: int,
+        scale: ScaleChoice = AUTO,
+        whole_max_pixels: int = WHOLE_PIXELS,
     ) -> LocalBackend:
         """providers None: CUDA when this onnxruntime has it, else CPU, without the runtime's warnings.
         batch 0: the provider's default (runtime.default_batch); a batch set on the CPU runs on lanes."""
@@ -110,27 +114,41 @@ class LocalBackend:
             check_tiling(tile_size, overlap, runner.info.pad_multiple)
         except ValueError as error:
             raise Fatal(f"--tile-size/--overlap: {error}") from None
-        tiling = Tiling(tile_size, overlap, runner.info.pad_multiple)
-        return cls(runner, tiling, serving_batch(batch, runner.active_provider, QUEUE_TILES))
+        tiling = local_tiling(runner, tile_size, overlap, whole_max_pixels)
+        return cls(runner, tiling, serving_batch(batch, runner.active_provider, QUEUE_TILES), scale)
 
     def derain(self, data: bytes, fmt: OutputFormat | None, quality: int | None) -> Encoded:
-        result = self._loop.run(self._derainer.derain(data, fmt, quality))
+        result = self._loop.run(self._derainer.derain(data, fmt, quality, scale=self._scale))
         return result.content, FORMAT_OF_MEDIA[result.media_type]
 
     def derain_pixels(self, data: bytes) -> tuple[DecodedImage, np.ndarray]:
         original = decode(data, MAX_PIXELS)  # for the left half; the derainer decodes its own copy
-        return original, self._loop.run(self._derainer.derain_pixels(data)).rgb
+        return original, self._loop.run(self._derainer.derain_pixels(data, scale=self._scale)).rgb
 
     def close(self) -> None:
         self._loop.run(self._batcher.stop())
         self._loop.close()
 
 
+def local_tiling(
+    runner: Runner, tile_size: int, overlap: int, whole_max_pixels: int = WHOLE_PIXELS
+) -> Tiling:
+    """How a local runner's images are cut: as the service cuts them on the same provider."""
+    return Tiling(
+        tile_size,
+        overlap,
+        runner.info.pad_multiple,
+        whole_pixels(runner.active_provider, whole_max_pixels),
+        runner.info.train_short_side,
+    )
+
+
 class ServerBackend:
     """POST /derain of a running service, the raw image as the body; retries 429 and 503 (Retry-After)."""
 
-    def __init__(self, url: str, api_key: str | None, timeout_s: float) -> None:
+    def __init__(self, url: str, api_key: str | None, timeout_s: float, scale: ScaleChoice = AUTO) -> None:
         self._url = url.rstrip("/")
+        self._scale = scale
         self._headers = {"Content-Type": "application/octet-stream"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -153,7 +171,7 @@ class ServerBackend:
         """Nothing to release: each request opens its own connection."""
 
     def _post(self, data: bytes, fmt: OutputFormat | None, quality: int | None) -> Encoded:
-        params = {"format": fmt, "quality": quality}
+        params = {"format": fmt, "quality": quality, "scale": None if self._scale.auto else str(self._scale)}
         query = urllib.parse.urlencode({name: value for name, value in params.items() if value is not None})
         request = urllib.request.Request(
             f"{self._url}/derain?{query}", data=data, headers=self._headers, method="POST"

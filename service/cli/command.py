@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from service.cli.backends import Backend, Fatal, FileFailed, LocalBackend, ServerBackend
 from service.core.pipeline import OUTPUT_FORMATS, DecodedImage, OutputFormat, encode, output_format
+from service.core.pipeline.scale import AUTO, MAX_SCALE, ScaleChoice, ScaleError, format_scale, parse_scale
 from service.errors import DerainError
 from service.settings import Settings
 
@@ -46,6 +47,7 @@ SUFFIXES: dict[OutputFormat, tuple[str, ...]] = {
 _FIELDS = Settings.model_fields  # the service's defaults are the CLI's
 DEFAULT_MODEL: Path = _FIELDS["model_path"].default
 DEFAULT_TILE_SIZE: int = _FIELDS["tile_size"].default
+DEFAULT_WHOLE: int = _FIELDS["whole_max_pixels"].default
 DEFAULT_OVERLAP: int = _FIELDS["tile_overlap"].default
 DEFAULT_THREADS: int = _FIELDS["threads"].default
 EXAMPLES = """examples:
@@ -120,6 +122,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default: the input's)")
     parser.add_argument("--quality", type=_int_in(1, 100), help="JPEG/WebP quality 1-100 (default 90)")
     parser.add_argument("--compare", action="store_true", help="write before|after side-by-side images")
+    parser.add_argument(
+        "--scale",
+        type=_scale,
+        default=AUTO,
+        help=f"working scale: auto (default, per image) or 1-{format_scale(MAX_SCALE)} (1 = full size); "
+        "the rain is found in the image shrunk by it",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     local = parser.add_argument_group("local model (default)")
     local.add_argument("--model", type=Path, help=f"ONNX model (default {DEFAULT_MODEL})")
@@ -136,6 +145,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     local.add_argument(
         "--threads", type=_int_in(0, 1024), help=f"CPU threads (default {DEFAULT_THREADS}: all cores)"
     )
+    local.add_argument(
+        "--whole-max-pixels",
+        type=_int_in(0, 64 << 20),
+        help=f"CPU: working images up to this many pixels run whole (default {DEFAULT_WHOLE}; 0: tiles)",
+    )
     server = parser.add_argument_group("running service")
     server.add_argument("--url", help="base URL of a running service, e.g. http://127.0.0.1:8000")
     server.add_argument(
@@ -143,10 +157,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     server.add_argument("--timeout", type=float, default=300.0, help="seconds per image (default 300)")
     args = parser.parse_args(argv)
-    local_options = ("model", "providers", "tile_size", "overlap", "batch", "threads")
+    local_options = ("model", "providers", "tile_size", "overlap", "batch", "threads", "whole_max_pixels")
     if args.url and any(getattr(args, name) is not None for name in local_options):
-        parser.error("--model, --providers, --tile-size, --overlap, --batch and --threads are for local mode")
+        parser.error(
+            "--model, --providers, --tile-size, --overlap, --batch, --threads and --whole-max-pixels "
+            "are for local mode"
+        )
     return args
+
+
+def _scale(text: str) -> ScaleChoice:
+    try:
+        return parse_scale(text)
+    except ScaleError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -161,7 +185,7 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
 
 def make_backend(args: argparse.Namespace) -> Backend:
     if args.url:
-        return ServerBackend(args.url, args.api_key, args.timeout)
+        return ServerBackend(args.url, args.api_key, args.timeout, args.scale)
     return LocalBackend.load(
         args.model or DEFAULT_MODEL,
         args.providers.split(",") if args.providers else None,
@@ -169,6 +193,8 @@ def make_backend(args: argparse.Namespace) -> Backend:
         overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap,
         batch=args.batch or 0,
         threads=DEFAULT_THREADS if args.threads is None else args.threads,
+        scale=args.scale,
+        whole_max_pixels=DEFAULT_WHOLE if args.whole_max_pixels is None else args.whole_max_pixels,
     )
 
 

@@ -120,6 +120,31 @@ class Batcher:
         self._update_gauge()
         return Ticket(tiles)
 
+    def resize(self, ticket: Ticket, tiles: int) -> None:
+        """Change an open ticket's room to `tiles` (a request that reserved for the plan it expected and
+        then chose another: scale=auto). Growing is admitted like `admit` (Overloaded, ShuttingDown)."""
+        if not ticket.open or tiles < 0:
+            raise ValueError("resize needs an open ticket")
+        extra = tiles - ticket.tiles
+        if extra > 0:
+            if self._closed:
+                raise ShuttingDown("the service is shutting down; retry elsewhere")
+            others = self._waiting - ticket.tiles
+            if others and self._waiting + extra > self._max_queue:
+                retry = self.retry_after_s(extra)
+                raise Overloaded(f"too many tiles queued ({self._waiting}); retry in {retry} s", retry)
+        self._waiting += extra
+        ticket.tiles = tiles
+        self._update_gauge()
+
+    def take(self, ticket: Ticket, tiles: int) -> Ticket:
+        """Move room for `tiles` tiles out of an open ticket into a new one (one admission for two
+        submissions: scale=auto's probe crops, then the image's tiles)."""
+        if not ticket.open or not 0 <= tiles <= ticket.tiles:
+            raise ValueError("take needs an open ticket at least that large")
+        ticket.tiles -= tiles
+        return Ticket(tiles)
+
     def release(self, ticket: Ticket) -> None:
         """Give back a ticket whose tiles were never submitted (no-op after submit)."""
         if ticket.open:
@@ -158,13 +183,20 @@ class Batcher:
     def _update_gauge(self) -> None:
         self._metrics.queue_tiles.set(self._waiting)
 
-    def _pop_live(self) -> _Item | None:
+    def _pop_live(self, shape: tuple[int, ...] | None = None) -> _Item | None:
+        """The oldest live tile; with `shape`, only if it has that shape (a batch holds one shape: on
+        the CPU, whole working images and fitted tiles differ from image to image)."""
         while self._items:
-            item = self._items.popleft()
-            if not item.taken:
-                item.taken = True
-                self._waiting -= 1
-                return item
+            item = self._items[0]
+            if item.taken:
+                self._items.popleft()
+                continue
+            if shape is not None and item.tile.shape != shape:
+                return None
+            self._items.popleft()
+            item.taken = True
+            self._waiting -= 1
+            return item
         return None
 
     async def _loop(self) -> None:
@@ -184,10 +216,12 @@ class Batcher:
         """Wait for a first tile, then take more until the batch is full or its oldest tile is due."""
         batch: list[_Item] = []
         while len(batch) < self._max_batch:
-            item = self._pop_live()
+            item = self._pop_live(batch[0].tile.shape if batch else None)
             if item is not None:
                 batch.append(item)
                 continue
+            if batch and self._items:  # the next tile has another shape: it starts the next batch
+                break
             timeout = None
             if batch:
                 timeout = batch[0].enqueued + self._max_wait_s - time.perf_counter()

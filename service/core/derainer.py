@@ -1,5 +1,11 @@
-"""One image end to end, without HTTP: probe -> plan the grid -> admit -> decode -> split -> batch ->
-stitch -> encode.
+"""One image end to end, without HTTP: probe -> plan -> admit -> decode -> pick the working scale ->
+shrink -> split -> batch -> stitch -> bring the rain layer back to full size -> encode.
+
+The working scale (service.core.pipeline.scale): the model sees the image shrunk by a factor s and
+predicts its rain there; only that rain layer comes back to full size, subtracted from the untouched
+input. A fixed s comes from the client; `auto` decodes first, runs one small probe batch through the
+same batcher and picks (scale.probe_pick). Room in the queue is reserved before decoding for the probe
+and the size rule's plan, and resized once the factor is known.
 
 The service's routes call `Derainer.derain` with an upload's bytes; the CLI's local backend calls the
 same methods (`derain`, `derain_pixels`) in its own event loop, so a pipeline change is made here once.
@@ -17,20 +23,22 @@ from typing import TypeVar
 
 import numpy as np
 
-from service.core.batcher import Batcher, Ticket, TileResult, gather_tiles
+from service.core.batcher import Batcher, Ticket, gather_tiles
 from service.core.pipeline import (
     MEDIA_TYPES,
+    DecodedImage,
     ImageInfo,
     OutputFormat,
     TileGrid,
     decode,
     encode,
     output_format,
-    plan_grid,
+    plan_work,
     probe,
     split,
     stitch,
 )
+from service.core.pipeline import scale as sc
 from service.metrics import Metrics
 
 T = TypeVar("T")
@@ -42,19 +50,38 @@ async def never_disconnected() -> bool:
     return False
 
 
+# On the CPU a working image whose padded canvas has at most this many pixels runs whole, in one call
+# (DERAIN_WHOLE_MAX_PIXELS): ~1.4 kB of ONNX Runtime memory per pixel (1.4 GB at this size), and the
+# CPU runs a 1 MP image as fast per pixel as 256 px tiles with their overlaps (README, Performance).
+WHOLE_PIXELS = 1 << 20
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+def whole_pixels(provider: str, budget: int = WHOLE_PIXELS) -> int:
+    """The whole-image budget for a provider: `budget` on the CPU; 0 (fixed square tiles, one static
+    shape for batches, cuDNN search, CUDA graphs and TensorRT) on a GPU."""
+    return budget if provider == CPU_PROVIDER else 0
+
+
 @dataclass(frozen=True)
 class Tiling:
     tile_size: int  # px, side of the square tiles the model sees
     overlap: int  # px shared by neighbouring tiles
     align: int  # the model's pad_multiple: tiles start on its pooling grid
+    whole_pixels: int = 0  # CPU: whole working images up to this canvas size, else fitted tiles; 0: fixed
+    train_short_side: int = sc.DEFAULT_TRAIN_SHORT_SIDE  # px, the model's training images (its metadata)
+
+    def plan(self, height: int, width: int) -> TileGrid:
+        return plan_work(height, width, self.tile_size, self.overlap, self.align, self.whole_pixels)
 
 
 @dataclass(frozen=True)
 class DerainResult:
     content: bytes  # the encoded image
     media_type: str  # image/png | image/jpeg | image/webp
-    tiles: int  # tiles this image was cut into
-    inference_ms: float  # model time of the batches that carried this request's tiles
+    tiles: int  # tiles this image was cut into (at the working scale; auto's probe crops not counted)
+    inference_ms: float  # model time of the batches that carried this request's tiles (probe included)
+    scale: float  # the working-scale factor used
 
 
 @dataclass(frozen=True)
@@ -63,6 +90,7 @@ class Derained:
 
     rgb: np.ndarray  # (3, H, W) float32 RGB in [0, 1], the upload's size (after EXIF orientation)
     info: ImageInfo  # what the encoder restores (alpha, gray, bit depth, ICC)
+    scale: float  # the working-scale factor used
 
 
 @dataclass(frozen=True)
@@ -70,9 +98,20 @@ class _Tiled:
     """The model's tiles of one image, not yet stitched."""
 
     outputs: list[np.ndarray]  # (3, T, T) each, in the grid's order
-    grid: TileGrid
-    info: ImageInfo
+    grid: TileGrid  # of the working image
+    decoded: DecodedImage  # the full-size input
+    working: np.ndarray  # the working image (the full-size input itself at scale 1)
+    scale: float
     inference_ms: float  # model time of the batches that carried them
+
+    @property
+    def info(self) -> ImageInfo:
+        return self.decoded.info
+
+    def restore(self) -> np.ndarray:
+        """The full-size derained image: stitch at working scale, bring the rain layer back."""
+        derained = stitch(self.outputs, self.grid)
+        return sc.restore(self.decoded.rgb, self.working, derained, self.scale)
 
 
 class Derainer:
@@ -88,41 +127,71 @@ class Derainer:
         fmt: OutputFormat | None,
         quality: int | None,
         is_disconnected: Disconnected = never_disconnected,
+        scale: sc.ScaleChoice = sc.AUTO,
     ) -> DerainResult:
         """Raises the service.errors domain errors; cancelling it drops the request's queued tiles."""
-        tiled = await self._run_tiles(data, is_disconnected)
+        tiled = await self._run_tiles(data, is_disconnected, scale)
         target = output_format(tiled.info, fmt)
-        finish = partial(_stitch_and_encode, tiled, target, quality)
+        finish = partial(_restore_and_encode, tiled, target, quality)
         content = await self._timed("encode", finish)
-        return DerainResult(content, MEDIA_TYPES[target], tiled.grid.count, tiled.inference_ms)
+        return DerainResult(content, MEDIA_TYPES[target], tiled.grid.count, tiled.inference_ms, tiled.scale)
 
     async def derain_pixels(
-        self, data: bytes, is_disconnected: Disconnected = never_disconnected
+        self, data: bytes, is_disconnected: Disconnected = never_disconnected, scale: sc.ScaleChoice = sc.AUTO
     ) -> Derained:
-        """The derained pixels of an encoded image, not encoded (the CLI's side-by-side images)."""
-        tiled = await self._run_tiles(data, is_disconnected)
-        return Derained(await asyncio.to_thread(stitch, tiled.outputs, tiled.grid), tiled.info)
+        """The derained pixels of an encoded image, not encoded (the CLI's side-by-side images, the
+        evaluate CLI's scores)."""
+        tiled = await self._run_tiles(data, is_disconnected, scale)
+        return Derained(await asyncio.to_thread(tiled.restore), tiled.info, tiled.scale)
 
-    async def _run_tiles(self, data: bytes, is_disconnected: Disconnected) -> _Tiled:
+    async def _run_tiles(self, data: bytes, is_disconnected: Disconnected, scale: sc.ScaleChoice) -> _Tiled:
         height, width = await asyncio.to_thread(probe, data, self._max_pixels)
         tiling = self._tiling
-        grid = plan_grid(height, width, tiling.tile_size, tiling.overlap, tiling.align)
-        ticket = self._batcher.admit(grid.count)  # before decoding: overload costs no memory
+        prior, candidates = float(scale.factor or 1.0), [float(scale.factor or 1.0)]
+        if scale.auto:
+            prior, candidates = sc.auto_candidates(height, width, tiling.train_short_side)
+        spots = sc.probe_spots(height, width, tiling.train_short_side) if len(candidates) > 1 else 0
+        expected = tiling.plan(*sc.working_size(height, width, prior))
+        probes = len(candidates) * spots
+        ticket = self._batcher.admit(expected.count + probes)  # before decoding: overload costs no memory
+        probe_ticket = self._batcher.take(ticket, probes) if probes else None
         try:
-            info, futures = await self._decode_and_queue(data, grid, ticket)
+            decoded = await self._timed("decode", partial(decode, data, self._max_pixels))
+            self._metrics.input_megapixels.observe(decoded.info.megapixels)
+            factor, probe_ms = prior, 0.0
+            if probe_ticket is not None:
+                factor, probe_ms = await self._probe(
+                    decoded.rgb, prior, candidates, spots, probe_ticket, is_disconnected
+                )
+            working = await asyncio.to_thread(sc.shrink, decoded.rgb, factor)
+            grid = tiling.plan(working.shape[1], working.shape[2])
+            self._batcher.resize(ticket, grid.count)  # auto picked another factor: 429 if no room
+            futures = self._batcher.submit(ticket, split(working, grid))
         finally:
             self._batcher.release(ticket)
+            if probe_ticket is not None:
+                self._batcher.release(probe_ticket)
+        self._metrics.work_scale.observe(factor)
         results = await gather_tiles(futures, is_disconnected)
         batches = {result.batch_id: result.batch_seconds for result in results}
-        return _Tiled([result.output for result in results], grid, info, 1000.0 * sum(batches.values()))
+        inference_ms = probe_ms + 1000.0 * sum(batches.values())
+        return _Tiled([result.output for result in results], grid, decoded, working, factor, inference_ms)
 
-    async def _decode_and_queue(
-        self, data: bytes, grid: TileGrid, ticket: Ticket
-    ) -> tuple[ImageInfo, list[asyncio.Future[TileResult]]]:
-        """Decode and queue the tiles; the decoded pixels live on only in the queued tiles (views)."""
-        decoded = await self._timed("decode", partial(decode, data, self._max_pixels))
-        self._metrics.input_megapixels.observe(decoded.info.megapixels)
-        return decoded.info, self._batcher.submit(ticket, split(decoded.rgb, grid))
+    async def _probe(
+        self,
+        rgb: np.ndarray,
+        prior: float,
+        candidates: list[float],
+        spots: int,
+        ticket: Ticket,
+        is_disconnected: Disconnected,
+    ) -> tuple[float, float]:
+        """scale=auto: one small crop per candidate factor (and spot) through the model; (factor, ms)."""
+        crops = await asyncio.to_thread(sc.probe_crops, rgb, candidates, spots)
+        results = await gather_tiles(self._batcher.submit(ticket, list(crops)), is_disconnected)
+        derained = np.stack([result.output for result in results])
+        batches = {result.batch_id: result.batch_seconds for result in results}
+        return sc.probe_pick(prior, candidates, crops, derained), 1000.0 * sum(batches.values())
 
     async def _timed(self, stage: str, work: Callable[[], T]) -> T:
         """Run CPU-bound work off the event loop and record its duration under `stage`."""
@@ -133,8 +202,8 @@ class Derainer:
             self._metrics.observe(stage, time.perf_counter() - started)
 
 
-def _stitch_and_encode(tiled: _Tiled, fmt: OutputFormat, quality: int | None) -> bytes:
-    return encode(stitch(tiled.outputs, tiled.grid), tiled.info, fmt, quality)
+def _restore_and_encode(tiled: _Tiled, fmt: OutputFormat, quality: int | None) -> bytes:
+    return encode(tiled.restore(), tiled.info, fmt, quality)
 
 
 def build_derainer(

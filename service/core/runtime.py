@@ -27,6 +27,7 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
+from service.core.pipeline.scale import DEFAULT_TRAIN_SHORT_SIDE
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class ModelInfo:
     precision: str  # fp32 | fp16
     pad_multiple: int  # H and W given to `run` must be multiples of this
     exporter_version: str
+    # px, short side of the training images (metadata `train_short_side`; older exports: 321): the unit
+    # of the working scale (service.core.pipeline.scale)
+    train_short_side: int = DEFAULT_TRAIN_SHORT_SIDE
 
 
 class Runner(Protocol):
@@ -236,7 +240,16 @@ def check_model(session: ort.InferenceSession, path: Path) -> ModelInfo:
         precision=meta.get("precision", "fp32"),
         pad_multiple=int(meta["pad_multiple"]),
         exporter_version=meta["exporter_version"],
+        train_short_side=_train_short_side(meta.get("train_short_side"), path),
     )
+
+
+def _train_short_side(value: str | None, path: Path) -> int:
+    if value is None:
+        return DEFAULT_TRAIN_SHORT_SIDE
+    if not value.isdigit() or int(value) < 8:
+        raise ModelError(f"model {path} has train_short_side={value!r}; expected a size in px (>= 8)")
+    return int(value)
 
 
 def _check_io(session: ort.InferenceSession, path: Path) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from fastapi import FastAPI
 
 from service.core.batcher import Batcher
-from service.core.derainer import Tiling, build_derainer
+from service.core.derainer import Tiling, build_derainer, whole_pixels
 from service.core.pipeline import check_tiling
 from service.core.runtime import CPU, ModelError, Runner, fell_back, load_from_settings, serving_batch
 from service.http.error_table import install_error_handlers
@@ -85,7 +85,13 @@ async def _serve(
         raise
     max_batch = serving_batch(settings.max_batch, runner.active_provider, settings.max_queue_tiles)
     _publish_model(state.metrics, runner)
-    tiling = Tiling(settings.tile_size, settings.tile_overlap, runner.info.pad_multiple)
+    tiling = Tiling(
+        settings.tile_size,
+        settings.tile_overlap,
+        runner.info.pad_multiple,
+        whole_pixels(runner.active_provider, settings.whole_max_pixels),
+        runner.info.train_short_side,
+    )
     batcher, derainer = build_derainer(
         runner.run,
         state.metrics,

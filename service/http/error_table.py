@@ -21,6 +21,7 @@ ERROR_STATUS: dict[type[errors.DerainError], int] = {
     errors.UploadTimeout: 408,
     errors.TooLarge: 413,
     errors.UnsupportedMedia: 415,
+    errors.InvalidParameter: 422,
     errors.Overloaded: 429,
     errors.ClientDisconnected: 499,  # nobody reads it; logged and counted as such
     errors.InferenceFailed: 500,

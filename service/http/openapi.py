@@ -48,7 +48,14 @@ DERAIN_RESPONSES: dict[int | str, dict[str, Any]] = {
             for media in ("image/png", "image/jpeg", "image/webp")
         },
         "headers": {
-            "X-Derain-Tiles": {"description": "tiles the image was cut into", "schema": {"type": "integer"}},
+            "X-Derain-Tiles": {
+                "description": "tiles the working image was cut into (1: it ran whole)",
+                "schema": {"type": "integer"},
+            },
+            "X-Derain-Scale": {
+                "description": "working-scale factor used (1 = full size): the client's or auto's pick",
+                "schema": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"},
+            },
             "X-Derain-Inference-Ms": {
                 "description": "model time (ms) of the batches that carried this image's tiles",
                 "schema": {"type": "number"},
@@ -61,7 +68,7 @@ DERAIN_RESPONSES: dict[int | str, dict[str, Any]] = {
     408: {**ERROR, "description": "the upload did not arrive within DERAIN_REQUEST_TIMEOUT_S"},
     413: {**ERROR, "description": "upload bytes or pixels above the limits"},
     415: {**ERROR, "description": "content type or image format not accepted (GIF, SVG, PDF, ...)"},
-    422: {**ERROR, "description": "invalid query parameter"},
+    422: {**ERROR, "description": "invalid query parameter (format, quality, scale)"},
     429: {
         **ERROR,
         "description": "queue full; retry after the Retry-After seconds",

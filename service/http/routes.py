@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from service import errors
 from service.core.derainer import Derainer
 from service.core.pipeline import OutputFormat
+from service.core.pipeline.scale import MAX_SCALE, format_scale, parse_scale
 from service.http.lifecycle import LOADING_RETRY_AFTER_S, Lifecycle
 from service.http.openapi import DERAIN_BODY, DERAIN_RESPONSES, ERROR
 from service.http.page import PAGE
@@ -110,16 +111,28 @@ async def derain(
     quality: Annotated[
         int | None, Query(ge=1, le=100, description="JPEG/WebP quality (default 90; WebP 100 = lossless)")
     ] = None,
+    scale: Annotated[
+        str,
+        Query(
+            description=(
+                "working scale: 'auto' (default: picked per image), or a factor from 1 (full size, "
+                f"the model sees every pixel) to {format_scale(MAX_SCALE)}; the model derains the image "
+                "shrunk by it and the rain it finds is brought back to full size"
+            ),
+            examples=["auto", "1", "2", "4"],
+        ),
+    ] = "auto",
 ) -> Response:
     """The image goes through decode, tiling, cross-request batched inference, stitching and encoding."""
     settings = serving.settings
     output: OutputFormat | None = "jpeg" if fmt == "jpg" else fmt
+    choice = parse_scale(scale)  # ScaleError: 422 from the error table
     data: bytes | None = None
     try:
         with state.lifecycle.admitted():  # NotReady / ShuttingDown, else in flight until answered
             async with asyncio.timeout(settings.request_timeout_s):
                 data = await read_image(request, settings.max_upload_bytes)
-                result = await serving.derainer.derain(data, output, quality, request.is_disconnected)
+                result = await serving.derainer.derain(data, output, quality, request.is_disconnected, choice)
     except TimeoutError:
         if data is None:  # still uploading: the client is slow or stalled, not the service
             raise errors.UploadTimeout(
@@ -128,7 +141,11 @@ async def derain(
         raise errors.RequestTimeout(
             f"request did not finish within {settings.request_timeout_s:g} s; its tiles were dropped"
         ) from None
-    headers = {"X-Derain-Tiles": str(result.tiles), "X-Derain-Inference-Ms": f"{result.inference_ms:.1f}"}
+    headers = {
+        "X-Derain-Tiles": str(result.tiles),
+        "X-Derain-Inference-Ms": f"{result.inference_ms:.1f}",
+        "X-Derain-Scale": format_scale(result.scale),
+    }
     return Response(result.content, media_type=result.media_type, headers=headers)
 
 

@@ -20,11 +20,13 @@ from service.http.app import create_app
 from service.settings import Settings
 
 SettingsFactory = Callable[..., Settings]  # the `make_settings` fixture: overrides -> Settings
-# The tiny model's test settings: 64 px tiles so small images take the tiled path; CPU only; fast batches.
+# The tiny model's test settings: 64 px tiles so small images take the tiled path (fixed tiles, not the
+# CPU's whole-image path); CPU only; fast batches.
 SMALL_TILES: dict[str, object] = {
     "providers": "CPUExecutionProvider",
     "tile_size": 64,
     "tile_overlap": 16,
+    "whole_max_pixels": 0,
     "max_wait_ms": 2,
     "threads": 1,
     "log_format": "text",

@@ -5,7 +5,15 @@ No FastAPI and no onnxruntime here (tests/service/test_layers.py checks): the de
 
 from service.core.pipeline.decode import DecodedImage, ImageInfo, decode, probe
 from service.core.pipeline.encode import MEDIA_TYPES, OUTPUT_FORMATS, OutputFormat, encode, output_format
-from service.core.pipeline.tiling import TileGrid, check_tiling, feather_ramp, plan_grid, split, stitch
+from service.core.pipeline.tiling import (
+    TileGrid,
+    check_tiling,
+    feather_ramp,
+    plan_grid,
+    plan_work,
+    split,
+    stitch,
+)
 
 __all__ = [
     "MEDIA_TYPES",
@@ -20,6 +28,7 @@ __all__ = [
     "feather_ramp",
     "output_format",
     "plan_grid",
+    "plan_work",
     "probe",
     "split",
     "stitch",

@@ -35,6 +35,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from service.errors import InvalidParameter
+
 DEFAULT_TRAIN_SHORT_SIDE = 321  # px: Rain100L/RainTrainL/Rain12 images are 481 x 321
 MAX_SCALE = 8.0  # the largest factor a client may ask for (a 40 MP photo's short side is ~5,200 px)
 SCALE_STEP = 0.25  # auto rounds its factor to this step (the header and the metric report it)
@@ -50,8 +52,8 @@ ANALYSIS_PIXELS = 1_500_000
 REFERENCE_STREAK_WIDTH = 7.33
 
 
-class ScaleError(ValueError):
-    """A scale value a client sent that is not `auto` or a number from 1 to MAX_SCALE."""
+class ScaleError(InvalidParameter, ValueError):
+    """A scale value a client sent that is not `auto` or a number from 1 to MAX_SCALE (422)."""
 
 
 @dataclass(frozen=True)
@@ -345,4 +347,4 @@ def probe_pick(
     best = int(np.argmax(energy))
     if prior not in factors:
         return factors[best]
-    return factors[best] if energy[best] >= margin * energy[factors.index(prior)] else prior
+    return factors[best] if energy[best] > margin * energy[factors.index(prior)] else prior

@@ -1,7 +1,14 @@
 """Cut an image into fixed-size overlapping tiles and stitch the model's tiles back, seam-free.
 
 Two pure functions, `split` and `stitch`, joined by a `TileGrid` that says where every tile sits
-(`plan_grid` plans it once, from the image's size: before decoding, in the service).
+(`plan_grid` or `plan_work` plans it once, from the image's size: before decoding, in the service).
+
+Two plans:
+- `plan_grid`: square tiles of one fixed size, the same for every image (static shapes, for CUDA);
+- `plan_work` with a pixel budget (the CPU, where shapes are free and batching brings nothing): an
+  image whose padded canvas fits the budget is one tile, the whole image; a larger one is cut into as
+  many tiles as the fixed size would need, each shrunk to the smallest multiple of `align` that still
+  covers the image with that count (rectangular tiles: no padding wasted on a square).
 
 Layout: CHW float32 (channels first, one image); tiles are (C, T, T) where T = tile size.
 Every tile has the exact serving shape, so tiles of different requests can share a batch and the
@@ -38,17 +45,23 @@ class TileGrid:
 
     image_height: int
     image_width: int
-    tile_size: int
+    tile_height: int
+    tile_width: int
     tops: tuple[int, ...]  # canvas row of the top edge of each row of tiles
     lefts: tuple[int, ...]  # canvas column of the left edge of each column of tiles
 
     @property
     def canvas_height(self) -> int:
-        return self.tops[-1] + self.tile_size
+        return self.tops[-1] + self.tile_height
 
     @property
     def canvas_width(self) -> int:
-        return self.lefts[-1] + self.tile_size
+        return self.lefts[-1] + self.tile_width
+
+    @property
+    def pixels(self) -> int:
+        """Pixels the model sees for this image (overlaps and padding counted)."""
+        return self.count * self.tile_height * self.tile_width
 
     @property
     def count(self) -> int:
@@ -92,9 +105,53 @@ def plan_grid(height: int, width: int, tile_size: int, overlap: int, align: int 
     return TileGrid(
         image_height=height,
         image_width=width,
-        tile_size=tile_size,
+        tile_height=tile_size,
+        tile_width=tile_size,
         tops=tile_starts(height, tile_size, overlap, align),
         lefts=tile_starts(width, tile_size, overlap, align),
+    )
+
+
+def _round_up(length: int, multiple: int) -> int:
+    return -(-length // multiple) * multiple
+
+
+def fitted_side(length: int, tile_size: int, overlap: int, align: int) -> int:
+    """The smallest tile side (a multiple of `align`, at most `tile_size`) that covers `length` px with
+    as few tiles as `tile_size` would, neighbours still overlapping by at least `overlap` px."""
+    count = len(tile_starts(length, tile_size, overlap, align))
+    if count == 1:
+        return min(tile_size, _round_up(length, align))
+    canvas = _round_up(length, align)
+    side = max(overlap + align, _round_up(-(-(canvas + (count - 1) * overlap) // count), align))
+    while side < tile_size and len(tile_starts(length, side, overlap, align)) > count:
+        side += align
+    return min(side, tile_size)
+
+
+def plan_work(
+    height: int, width: int, tile_size: int, overlap: int, align: int, whole_pixels: int
+) -> TileGrid:
+    """Where the model's inputs for a `height` x `width` image go. whole_pixels 0: `plan_grid`'s fixed
+    square tiles. Otherwise the whole image as one input when its canvas (the image padded to `align`)
+    has at most `whole_pixels` pixels, else the fewest tiles of the fixed size, fitted (`fitted_side`)."""
+    if whole_pixels <= 0:
+        return plan_grid(height, width, tile_size, overlap, align)
+    check_tiling(tile_size, overlap, align)
+    if height < 1 or width < 1:
+        raise ValueError(f"image size {height}x{width} has an empty side")
+    canvas_height, canvas_width = _round_up(height, align), _round_up(width, align)
+    if canvas_height * canvas_width <= whole_pixels:
+        return TileGrid(height, width, canvas_height, canvas_width, (0,), (0,))
+    tile_height = fitted_side(height, tile_size, overlap, align)
+    tile_width = fitted_side(width, tile_size, overlap, align)
+    return TileGrid(
+        image_height=height,
+        image_width=width,
+        tile_height=tile_height,
+        tile_width=tile_width,
+        tops=tile_starts(height, tile_height, overlap, align),
+        lefts=tile_starts(width, tile_width, overlap, align),
     )
 
 
@@ -109,23 +166,23 @@ def split(image: np.ndarray, grid: TileGrid) -> list[np.ndarray]:
     canvas = image
     if pad_bottom or pad_right:
         canvas = np.pad(image, ((0, 0), (0, pad_bottom), (0, pad_right)), mode="reflect")
-    size = grid.tile_size
-    return [canvas[:, top : top + size, left : left + size] for top, left in grid.tile_corners()]
+    rows, columns = grid.tile_height, grid.tile_width
+    return [canvas[:, top : top + rows, left : left + columns] for top, left in grid.tile_corners()]
 
 
 def stitch(tiles: Sequence[np.ndarray], grid: TileGrid) -> np.ndarray:
     """(C, T, T) tiles in `split`'s order -> the CHW float32 image of the grid's size, overlaps feathered."""
     if len(tiles) != grid.count:
         raise ValueError(f"grid has {grid.count} tiles, got {len(tiles)}")
-    size = grid.tile_size
+    rows, columns = grid.tile_height, grid.tile_width
     channels = tiles[0].shape[0]
-    if any(tile.shape != (channels, size, size) for tile in tiles):
-        raise ValueError(f"every tile must have shape ({channels}, {size}, {size})")
+    if any(tile.shape != (channels, rows, columns) for tile in tiles):
+        raise ValueError(f"every tile must have shape ({channels}, {rows}, {columns})")
     columns = len(grid.lefts)
     canvas = np.empty((channels, grid.canvas_height, grid.canvas_width), np.float32)
     canvas_filled = 0  # canvas rows written so far
     for row, top in enumerate(grid.tops):
-        band = np.empty((channels, size, grid.canvas_width), np.float32)  # one row of tiles
+        band = np.empty((channels, rows, grid.canvas_width), np.float32)  # one row of tiles
         band_filled = 0
         for column, left in enumerate(grid.lefts):
             band_filled = _blend_into(band, tiles[row * columns + column], left, band_filled, axis=2)

@@ -1,6 +1,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const fileInput = $("file"), format = $("format"), quality = $("quality"), key = $("key");
+const scale = $("scale");
 const KEY_STORAGE = "derain-api-key";
 const EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"};
 const MESSAGES = {
@@ -74,6 +75,7 @@ function send() {
   const query = new URLSearchParams();
   if (format.value) query.set("format", format.value);
   if (lossy()) query.set("quality", quality.value);
+  if (scale.value !== "auto") query.set("scale", scale.value);
   const body = new FormData();
   body.append("image", file);
   const xhr = (request = new XMLHttpRequest());
@@ -124,8 +126,10 @@ async function finish(xhr, file, started) {
   link.hidden = false;
   $("comparison").hidden = !$("before").getAttribute("src");  // no slider without a preview
   const tiles = xhr.getResponseHeader("X-Derain-Tiles");
+  const used = xhr.getResponseHeader("X-Derain-Scale");
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
-  say(`Done in ${seconds} s${tiles ? `, ${tiles} tile${tiles === "1" ? "" : "s"}` : ""}.`);
+  say(`Done in ${seconds} s${tiles ? `, ${tiles} tile${tiles === "1" ? "" : "s"}` : ""}` +
+      `${used ? `, rain found at 1/${used} size` : ""}.`);
 }
 
 function fail(status, detail, retryAfter) {

@@ -26,8 +26,9 @@ def pixels(path: Path) -> np.ndarray:
 
 
 def local_args(model: Path) -> list[str]:
-    """Local mode with the service test tiles (64 px, 16 overlap), CPU, one thread."""
+    """Local mode with the service test tiles (64 px, 16 overlap, no whole images), CPU, one thread."""
     tiles = ["--tile-size", str(TILE["tile_size"]), "--overlap", str(TILE["tile_overlap"])]
+    tiles += ["--whole-max-pixels", str(TILE["whole_max_pixels"])]
     return ["--model", str(model), "--providers", CPU, "--threads", "1", *tiles]
 
 

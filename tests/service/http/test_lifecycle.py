@@ -188,7 +188,7 @@ def test_openapi_documents_bodies_parameters_headers_and_errors(
         "image/*",
         "application/octet-stream",
     }
-    assert {p["name"] for p in operation["parameters"]} == {"format", "quality"}
+    assert {p["name"] for p in operation["parameters"]} == {"format", "quality", "scale"}
     assert set(operation["responses"]) == {
         "200",
         "400",
@@ -204,6 +204,7 @@ def test_openapi_documents_bodies_parameters_headers_and_errors(
     }
     assert set(operation["responses"]["200"]["headers"]) == {
         "X-Derain-Tiles",
+        "X-Derain-Scale",
         "X-Derain-Inference-Ms",
         "X-Request-Id",
     }

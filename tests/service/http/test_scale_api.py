@@ -1,0 +1,157 @@
+"""POST /derain?scale=...: the working scale through the real app, its header, metric and refusals."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.core.pipeline import scale as sc
+from tests.service.svc_helpers import FakeRunner, SettingsFactory, metric, noise, png_bytes, serve
+
+PNG = {"Content-Type": "image/png"}
+
+
+class NoRain(FakeRunner):
+    """A model that finds no rain: it returns its input."""
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        super().run(batch)
+        return batch.copy()
+
+
+def smooth(height: int, width: int) -> np.ndarray:
+    """A photo-like uint8 RGB image (noise would alias when shrunk, a photo does not much)."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = 120 + 60 * np.sin(xx / 13.0) * np.cos(yy / 9.0)
+    return np.clip(np.stack([base, 0.8 * base + 20, 1.1 * base - 10], axis=-1), 0, 255).astype(np.uint8)
+
+
+def pixels_of(content: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(content)))
+
+
+@pytest.mark.parametrize(
+    ("query", "factor"),
+    [
+        ("", "1"),
+        ("?scale=auto", "1"),
+        ("?scale=1", "1"),
+        ("?scale=2", "2"),
+        ("?scale=2.5", "2.5"),
+        ("?scale=8", "8"),
+    ],
+)
+def test_a_model_that_sees_no_rain_round_trips_the_image_at_any_scale(
+    make_settings: SettingsFactory, query: str, factor: str
+) -> None:
+    image = smooth(120, 200)
+    with serve(make_settings(), NoRain()) as client:
+        response = client.post("/derain" + query, content=png_bytes(image), headers=PNG)
+    assert response.status_code == 200
+    assert response.headers["x-derain-scale"] == factor
+    out = pixels_of(response.content)
+    assert out.shape == image.shape
+    assert np.abs(out.astype(int) - image).max() <= 1  # 1/255: only the uint8 rounding
+
+
+def test_the_model_sees_the_working_image_and_only_its_rain_comes_back(
+    make_settings: SettingsFactory,
+) -> None:
+    """The fake model (0.5 x + 0.25) at scale 4: it sees a 32 x 48 working image (one 64 px tile),
+    and the full-size answer is the input minus the model's rain layer brought back up."""
+    runner = FakeRunner()
+    image = smooth(128, 192)
+    with serve(make_settings(), runner) as client:
+        warm_up = len(runner.tiles_seen)
+        response = client.post("/derain?scale=4", content=png_bytes(image), headers=PNG)
+    assert response.headers["x-derain-tiles"] == "1"
+    assert [tile.shape for tile in runner.tiles_seen[warm_up:]] == [(3, 64, 64)]  # 32 x 48 in one tile
+    rgb = image.transpose(2, 0, 1).astype(np.float32) / 255
+    small = sc.shrink(rgb, 4)
+    expected = sc.restore(rgb, small, 0.5 * small + 0.25, 4)
+    expected_pixels = np.rint(expected * 255).astype(int).transpose(1, 2, 0)
+    assert np.abs(pixels_of(response.content).astype(int) - expected_pixels).max() <= 1
+
+
+def test_on_the_cpu_an_ordinary_image_goes_through_whole(make_settings: SettingsFactory) -> None:
+    runner = NoRain()
+    with serve(make_settings(whole_max_pixels=1 << 20), runner) as client:
+        warm_up = len(runner.tiles_seen)
+        response = client.post("/derain?scale=1", content=png_bytes(noise(100, 150)), headers=PNG)
+    assert response.headers["x-derain-tiles"] == "1"
+    assert [tile.shape for tile in runner.tiles_seen[warm_up:]] == [(3, 104, 152)]  # padded to 8 px only
+    assert runner.batch_sizes[warm_up:] == [1]
+
+
+def test_auto_probes_a_large_image_and_keeps_the_size_rule_when_the_model_agrees(
+    make_settings: SettingsFactory,
+) -> None:
+    """963 x 1443 (three times the training size): the probe crops (64 px) go through the model first,
+    then the working image at 3; a model that finds no rain anywhere does not move auto off 3."""
+    runner = NoRain()
+    image = smooth(963, 1443)
+    with serve(make_settings(), runner) as client:
+        warm_up = len(runner.tiles_seen)
+        response = client.post("/derain", content=png_bytes(image), headers=PNG)
+    assert response.status_code == 200 and response.headers["x-derain-scale"] == "3"
+    seen = runner.tiles_seen[warm_up:]
+    prior, factors = sc.auto_candidates(963, 1443)
+    probes = len(factors) * sc.probe_spots(963, 1443)
+    assert prior == 3.0 and probes == len([1.0, 1.5, 3.0, 6.0, 8.0]) * 3
+    assert all(tile.shape == (3, 64, 64) for tile in seen[:probes])
+    assert int(response.headers["x-derain-tiles"]) == len(seen) - probes
+
+
+def test_the_work_scale_histogram_counts_each_image_at_its_factor(make_settings: SettingsFactory) -> None:
+    with serve(make_settings(), NoRain()) as client:
+        for query in ("?scale=2", "?scale=3", ""):
+            assert (
+                client.post("/derain" + query, content=png_bytes(smooth(64, 96)), headers=PNG).status_code
+                == 200
+            )
+        assert metric(client, "derain_work_scale_count") == 3
+        assert metric(client, "derain_work_scale_sum") == 6  # 2 + 3 + auto's 1
+        assert metric(client, "derain_work_scale_bucket", le="2.0") == 2
+        assert metric(client, "derain_work_scale_bucket", le="1.0") == 1
+
+
+@pytest.mark.parametrize("value", ["0", "0.99", "-1", "8.5", "100", "nan", "inf", "abc", "2x", "", " "])
+def test_bad_scale_values_get_422_from_the_error_table(make_settings: SettingsFactory, value: str) -> None:
+    runner = NoRain()
+    with serve(make_settings(), runner) as client:
+        response = client.post(f"/derain?scale={value}", content=png_bytes(smooth(32, 32)), headers=PNG)
+        rejected = metric(client, "derain_rejections_total", reason="invalid_request")
+    if value.strip() == "":  # an empty value is the default, auto
+        assert response.status_code == 200
+        return
+    assert response.status_code == 422
+    assert response.json() == {"detail": response.json()["detail"]}
+    assert "scale must be 'auto' or a number from 1 to 8" in response.json()["detail"]
+    assert rejected == 1 and len(runner.tiles_seen) == 1  # the warm-up tile only: refused before any work
+
+
+def test_the_page_offers_the_scale_and_defaults_to_auto(make_settings: SettingsFactory) -> None:
+    with serve(make_settings(), NoRain()) as client:
+        page = client.get("/").text  # the script and styles are inlined
+    assert '<select id="scale"' in page and '<option value="auto" selected>' in page
+    assert 'query.set("scale", scale.value)' in page
+
+
+def test_the_model_metadata_gives_the_training_scale(tmp_path: Path, tiny_onnx: Path) -> None:
+    """A model trained on images twice as large: auto halves its factors, no code changed."""
+    import onnx
+
+    from service.core.runtime import load_runner
+
+    graph = onnx.load(str(tiny_onnx))
+    for prop in graph.metadata_props:
+        if prop.key == "train_short_side":
+            prop.value = "642"
+    larger = tmp_path / "larger.onnx"
+    onnx.save(graph, str(larger))
+    assert load_runner(tiny_onnx, ["CPUExecutionProvider"], threads=1).info.train_short_side == 321
+    assert load_runner(larger, ["CPUExecutionProvider"], threads=1).info.train_short_side == 642

@@ -234,7 +234,9 @@ def scale(model: Path, quick: bool = False) -> list[dict[str, object]]:
             samples = []
             for _ in range(repeats):
                 started = time.perf_counter()
-                response = httpx.post(f"{url}/derain", content=body, headers={"Content-Type": "image/png"})
+                response = httpx.post(
+                    f"{url}/derain", content=body, headers={"Content-Type": "image/png"}, timeout=600
+                )
                 samples.append(time.perf_counter() - started)
                 response.raise_for_status()
                 factors.add(response.headers["X-Derain-Scale"])
@@ -250,6 +252,7 @@ def scale(model: Path, quick: bool = False) -> list[dict[str, object]]:
                 "ratio": round(sum(http) / sum(whole), 3),
             }
         )
+        print(rows[-1], file=sys.stderr, flush=True)  # a long run shows its first figure early
         if not quick:
             source = REAL / "91.jpg"
             body = source.read_bytes()

@@ -11,6 +11,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.core.pipeline.scale import parse_scale
 from service.core.pipeline.tiling import check_tiling
 
 # Serving tile side in pixels. One constant, so the benchmark that picks it changes one line.
@@ -66,6 +67,8 @@ class Settings(BaseSettings):
     # threads each (a lone tile still uses every core): more throughput under concurrency, but each lane
     # keeps its own memory arena (idle RSS ~3.5x). 1 = no lanes; 0 = min(tiles per call, cores).
     cpu_lanes: int = Field(default=1, ge=0, le=256)
+    # working scale when a request names none: auto (picked per image) or a factor from 1 (full size) to 8.
+    default_scale: str = "auto"
     # CPU provider only: a working image whose canvas (padded to 8 px) has at most this many pixels goes
     # through the model whole, in one call (~1.4 kB of memory per pixel); larger ones in fitted tiles.
     # 0 = fixed square tiles of TILE_SIZE for every image, as on GPUs (static shapes).
@@ -92,6 +95,12 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"{bad} are not ONNX Runtime provider names (e.g. CUDAExecutionProvider)")
         return tuple(dict.fromkeys(value))
+
+    @field_validator("default_scale")
+    @classmethod
+    def _scale(cls, value: str) -> str:
+        parse_scale(value)  # ScaleError (a ValueError) names the range
+        return value.strip().lower()
 
     @field_validator("tile_size")
     @classmethod

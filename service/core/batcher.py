@@ -156,6 +156,9 @@ class Batcher:
         """Queue the tiles a ticket was admitted for; each future resolves to that tile's output."""
         if not ticket.open or len(tiles) != ticket.tiles:
             raise ValueError("submit needs an open ticket for exactly these tiles")
+        if self._closed:  # stopped between admission and now (a request mid-way through scale=auto)
+            self.release(ticket)
+            raise ShuttingDown("the service is shutting down; retry elsewhere")
         ticket.open = False
         loop = asyncio.get_running_loop()
         futures = []

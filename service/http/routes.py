@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from service import errors
 from service.core.derainer import Derainer
 from service.core.pipeline import OutputFormat
-from service.core.pipeline.scale import MAX_SCALE, format_scale, parse_scale
+from service.core.pipeline.scale import MAX_SCALE, SCALE_PATTERN, format_scale, parse_scale
 from service.http.lifecycle import LOADING_RETRY_AFTER_S, Lifecycle
 from service.http.openapi import DERAIN_BODY, DERAIN_RESPONSES, ERROR
 from service.http.page import PAGE
@@ -112,21 +112,22 @@ async def derain(
         int | None, Query(ge=1, le=100, description="JPEG/WebP quality (default 90; WebP 100 = lossless)")
     ] = None,
     scale: Annotated[
-        str,
+        str | None,
         Query(
             description=(
-                "working scale: 'auto' (default: picked per image), or a factor from 1 (full size, "
-                f"the model sees every pixel) to {format_scale(MAX_SCALE)}; the model derains the image "
-                "shrunk by it and the rain it finds is brought back to full size"
+                "working scale: 'auto' (picked per image), or a factor from 1 (full size, the model sees "
+                f"every pixel) to {format_scale(MAX_SCALE)}; the model derains the image shrunk by it and "
+                "the rain it finds is brought back to full size. Default: DERAIN_DEFAULT_SCALE (auto)"
             ),
+            pattern=SCALE_PATTERN,
             examples=["auto", "1", "2", "4"],
         ),
-    ] = "auto",
+    ] = None,
 ) -> Response:
     """The image goes through decode, tiling, cross-request batched inference, stitching and encoding."""
     settings = serving.settings
     output: OutputFormat | None = "jpeg" if fmt == "jpg" else fmt
-    choice = parse_scale(scale)  # ScaleError: 422 from the error table
+    choice = parse_scale(scale or settings.default_scale)  # ScaleError: 422 from the error table
     data: bytes | None = None
     try:
         with state.lifecycle.admitted():  # NotReady / ShuttingDown, else in flight until answered

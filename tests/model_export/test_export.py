@@ -32,6 +32,7 @@ def test_metadata_is_present_and_correct(tiny_onnx: Path, tiny_weights: Path) ->
     assert meta["exporter_version"] == export_module.EXPORTER_VERSION
     assert meta["opset"] == "17" and meta["precision"] == "fp32"
     assert int(meta["macs_per_pixel"]) > 0
+    assert meta["train_short_side"] == "321"  # RainTrainL; the working scale (service) counts from it
     assert json.loads(meta["config"])["width"] == 8
     graph = onnx.load(str(tiny_onnx))
     assert {o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")} == {17}

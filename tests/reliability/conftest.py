@@ -26,8 +26,9 @@ DRAIN_S = 5  # short drains, so a server a test left busy stops quickly
 
 @pytest.fixture
 def make_settings(tiny_onnx: Path) -> SettingsFactory:
-    """The tiny model on CPU, 64 px tiles so small images are tiled, fast batches, short drains."""
-    return settings_factory(tiny_onnx, drain_timeout_s=DRAIN_S)
+    """The tiny model on CPU, 64 px tiles at full size (scale 1) so small images are tiled, fast batches,
+    short drains."""
+    return settings_factory(tiny_onnx, drain_timeout_s=DRAIN_S, default_scale="1")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def fake_service(tiny_onnx: Path) -> Iterator[FakeService]:
         for name in list(os.environ):
             if name.startswith("DERAIN_"):
                 patch.delenv(name)
-        settings = settings_factory(tiny_onnx, drain_timeout_s=DRAIN_S)()
+        settings = settings_factory(tiny_onnx, drain_timeout_s=DRAIN_S, default_scale="1")()
     runner = FakeRunner()
     with live_server(settings, runner) as live, httpx.Client(base_url=live.url, timeout=30) as http:
         try:

@@ -78,13 +78,16 @@ class FakeService:
 
 
 def service_env(model: Path, **settings: object) -> dict[str, str]:
-    """Environment for `python -m service` on the tiny model: CPU, 64 px tiles, one thread, JSON logs."""
+    """Environment for `python -m service` on the tiny model: CPU, 64 px tiles at full size (scale 1),
+    one thread, JSON logs."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("DERAIN_")}
     env.update(
         DERAIN_MODEL_PATH=str(model),
         DERAIN_PROVIDERS="CPUExecutionProvider",
         DERAIN_TILE_SIZE="64",
         DERAIN_TILE_OVERLAP="16",
+        DERAIN_WHOLE_MAX_PIXELS="0",  # fixed tiles and full size: the tile counts these tests load with
+        DERAIN_DEFAULT_SCALE="1",
         DERAIN_THREADS="1",
         DERAIN_LOG_FORMAT="json",
     )

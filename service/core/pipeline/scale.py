@@ -39,6 +39,8 @@ from service.errors import InvalidParameter
 
 DEFAULT_TRAIN_SHORT_SIDE = 321  # px: Rain100L/RainTrainL/Rain12 images are 481 x 321
 MAX_SCALE = 8.0  # the largest factor a client may ask for (a 40 MP photo's short side is ~5,200 px)
+# What the HTTP API accepts (its OpenAPI pattern): auto, or 1 to 8 with up to three decimals.
+SCALE_PATTERN = r"^(auto|[1-7](\.[0-9]{1,3})?|8(\.0{1,3})?)$"
 SCALE_STEP = 0.25  # auto rounds its factor to this step (the header and the metric report it)
 Upsampling = Literal["guided", "bicubic"]
 UPSAMPLING: tuple[Upsampling, ...] = ("guided", "bicubic")

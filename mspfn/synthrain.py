@@ -32,7 +32,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageOps
 
 from mspfn.data import IMAGE_SUFFIXES, load_rgb
 
@@ -132,13 +132,13 @@ def streak_layer(
     angles = angle + rng.uniform(-spread, spread, groups) if spread > 0 else np.array([angle])
     which = rng.integers(groups, size=canvas)
     layer = np.zeros(canvas)
+    # Scale so that a lone full-strength streak peaks at `brightness` whatever its length and blur.
+    lone = np.zeros((4 * math.ceil(length) + 16,) * 2)
+    lone[lone.shape[0] // 2, lone.shape[1] // 2] = 1.0
     peaks = []
     for index, theta in enumerate(angles):
         line = line_kernel(length, float(theta))
         layer += _convolve(_convolve(seeds * (which == index), line), soften)
-        # Scale so that a lone full-strength streak peaks at `brightness` whatever its length and blur.
-        lone = np.zeros((4 * math.ceil(length) + 16,) * 2)
-        lone[lone.shape[0] // 2, lone.shape[1] // 2] = 1.0
         peaks.append(_convolve(_convolve(lone, line), soften).max())
     layer = np.clip(layer[margin : margin + height, margin : margin + width], 0.0, None)
     return np.clip(layer * (brightness / float(np.mean(peaks))), 0.0, brightness).astype(np.float32)
@@ -361,8 +361,6 @@ def generate(
 def thumbnail(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Centre crop to the aspect of `size` (width, height), then shrink (antialiased) to it."""
     with Image.fromarray(image) as picture:
-        from PIL import ImageOps
-
         return np.asarray(ImageOps.fit(picture, size, Image.Resampling.LANCZOS))
 
 
@@ -387,8 +385,6 @@ def contact_sheet(
         rows.append(np.concatenate([thumbnail(fit_side(load_rgb(f), max_side), size) for f in chosen], 1))
         labels.append(f"real: {real.name}")
     sheet = Image.fromarray(np.concatenate(rows, axis=0))
-    from PIL import ImageDraw
-
     draw = ImageDraw.Draw(sheet)
     for index, label in enumerate(labels):
         draw.rectangle((0, index * size[1], 8 + 7 * len(label), index * size[1] + 16), fill=(0, 0, 0))

@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from mspfn.checkpoint import load_model, load_tensors, read_metadata, save_model
-from mspfn.data import MixedSampler, PatchSampler, SynthSampler, load_pairs, load_rgb
+from mspfn.data import MixedSampler, PatchSampler, RainMaker, SynthSampler, load_pairs, load_rgb
 from mspfn.evaluate import model_predictor, score
 from mspfn.losses import l2_loss, mspfn_loss
 from mspfn.model import MSPFN, preset
@@ -139,10 +140,10 @@ def validate(model: MSPFN, pairs: list) -> dict[str, float | int]:
     return score(model_predictor(model), pairs, progress=False)
 
 
-def rain_maker(recipe: str) -> Callable:
+def rain_maker(recipe: str) -> RainMaker:
     """Rain of a named recipe (a mixture draws its member per patch) for SynthSampler."""
 
-    def make(clean, rng):  # type: ignore[no-untyped-def]
+    def make(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return render(clean, rng, recipe_named(recipe, rng))[0]
 
     return make
@@ -150,16 +151,16 @@ def rain_maker(recipe: str) -> Callable:
 
 def build_sampler(args: argparse.Namespace, seed: int) -> PatchSampler | MixedSampler:
     """Patches from the paired folders, mixed with synthetic pairs when `--synth` is given."""
-    scale = tuple(args.scale)
+    scale = (float(args.scale[0]), float(args.scale[1]))
     pairs = [pair for folder in args.train or [] for pair in load_pairs(folder)]
-    real = PatchSampler(pairs, args.patch, seed=seed, scale=scale) if pairs else None  # type: ignore[arg-type]
+    real = PatchSampler(pairs, args.patch, seed=seed, scale=scale) if pairs else None
     if not args.synth:
         if real is None:
             raise SystemExit("nothing to train on: give --train and/or --synth")
         return real
     files = [f for folder in args.synth for f in split_clean(clean_images(folder))[0]]
     images = [image for image in map(load_rgb, files) if min(image.shape[:2]) >= args.patch]
-    synth = SynthSampler(images, args.patch, rain_maker(args.recipe), seed=seed + 1, scale=scale)  # type: ignore[arg-type]
+    synth = SynthSampler(images, args.patch, rain_maker(args.recipe), seed=seed + 1, scale=scale)
     sources: list = [(synth, args.synth_weight)]
     if real is not None:
         sources.append((real, 1.0 - args.synth_weight))

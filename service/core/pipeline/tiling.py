@@ -97,19 +97,28 @@ def check_tiling(tile_size: int, overlap: int, multiple: int) -> None:
         )
 
 
-def plan_grid(height: int, width: int, tile_size: int, overlap: int, align: int = 1) -> TileGrid:
-    """Where the tiles of a `height` x `width` image go; `align` is the network's pad multiple."""
+def _check_plan(height: int, width: int, tile_size: int, overlap: int, align: int) -> None:
     check_tiling(tile_size, overlap, align)
     if height < 1 or width < 1:
         raise ValueError(f"image size {height}x{width} has an empty side")
+
+
+def _grid(height: int, width: int, tile_height: int, tile_width: int, overlap: int, align: int) -> TileGrid:
+    """Tiles of one shape laid over the image, neighbours overlapping by at least `overlap` px."""
     return TileGrid(
         image_height=height,
         image_width=width,
-        tile_height=tile_size,
-        tile_width=tile_size,
-        tops=tile_starts(height, tile_size, overlap, align),
-        lefts=tile_starts(width, tile_size, overlap, align),
+        tile_height=tile_height,
+        tile_width=tile_width,
+        tops=tile_starts(height, tile_height, overlap, align),
+        lefts=tile_starts(width, tile_width, overlap, align),
     )
+
+
+def plan_grid(height: int, width: int, tile_size: int, overlap: int, align: int = 1) -> TileGrid:
+    """Where the tiles of a `height` x `width` image go; `align` is the network's pad multiple."""
+    _check_plan(height, width, tile_size, overlap, align)
+    return _grid(height, width, tile_size, tile_size, overlap, align)
 
 
 def _round_up(length: int, multiple: int) -> int:
@@ -137,22 +146,13 @@ def plan_work(
     has at most `whole_pixels` pixels, else the fewest tiles of the fixed size, fitted (`fitted_side`)."""
     if whole_pixels <= 0:
         return plan_grid(height, width, tile_size, overlap, align)
-    check_tiling(tile_size, overlap, align)
-    if height < 1 or width < 1:
-        raise ValueError(f"image size {height}x{width} has an empty side")
+    _check_plan(height, width, tile_size, overlap, align)
     canvas_height, canvas_width = _round_up(height, align), _round_up(width, align)
     if canvas_height * canvas_width <= whole_pixels:
         return TileGrid(height, width, canvas_height, canvas_width, (0,), (0,))
     tile_height = fitted_side(height, tile_size, overlap, align)
     tile_width = fitted_side(width, tile_size, overlap, align)
-    return TileGrid(
-        image_height=height,
-        image_width=width,
-        tile_height=tile_height,
-        tile_width=tile_width,
-        tops=tile_starts(height, tile_height, overlap, align),
-        lefts=tile_starts(width, tile_width, overlap, align),
-    )
+    return _grid(height, width, tile_height, tile_width, overlap, align)
 
 
 def split(image: np.ndarray, grid: TileGrid) -> list[np.ndarray]:

@@ -100,7 +100,7 @@ general: venv valsets
 	nice -n 10 $(PY) -m mspfn.train --preset lite --init weights/mspfn-lite-raintrainl.safetensors \
 		--train ../shared/data/train/RainTrainL --synth $(CLEAN) --recipe mixed --synth-weight 0.7 \
 		--scale 0.5 2 --val ../shared/data/val/Rain12 --val data/val/heavy --val data/val/mixed \
-		--out runs/general --steps 6000 --lr 3e-4 --warmup 100 --l2-warmup 0 \
+		--out runs/general --steps 3250 --lr 3e-4 --warmup 100 --l2-warmup 0 \
 		--patch 96 --batch 8 --ema 0.99 --val-every 250 --no-progress
 
 clean:

@@ -19,8 +19,10 @@ is what the service returned before working scales existed.
 `scale=auto` starts from the image's size relative to the training images (`size_scale`) and lets
 the model overrule it: `auto_candidates` names the factors to try, `probe_crops` cuts one small crop
 per factor (one batch for the model), `probe_pick` keeps the size rule's factor unless the model took
-PROBE_MARGIN times as much rain out at another factor (a crop of a large photo, or a photo shrunk
-before upload). `streak_width` (a model-free reading of the image) was measured too and lost; see
+PROBE_MARGIN times as much streak energy out at another factor (a crop of a large photo, or a photo
+shrunk before upload). Streak energy is the fine detail of the predicted rain layer (`streak_energy`):
+what a model trained on veiled rain takes out of a flat, bright crop (haze, the low frequencies) would
+otherwise outvote the streaks. `streak_width` (a model-free reading of the image) was measured too and lost; see
 the README for the figures.
 
 Pure numpy + Pillow: no FastAPI, no onnxruntime (tests/service/test_layers.py checks).
@@ -291,7 +293,8 @@ def streak_scale(
 
 
 PROBE_SIDE = 64  # px, the working-scale side of each probe crop
-PROBE_MARGIN = 10.0  # another factor overrules the size rule only with this many times its rain energy
+PROBE_MARGIN = 5.0  # another factor overrules the size rule only with this many times its streak energy
+PROBE_DETAIL_RADIUS = 2  # working px: streak energy is the rain layer minus its (2r+1)^2 box mean
 AUTO_PRIOR_MAX = 4.0  # the size rule's factor is capped here (real photos' streaks grow slower than size)
 PROBE_SPOTS = 3  # crops per factor in images at least twice the training size (1 in smaller ones)
 
@@ -334,18 +337,23 @@ def probe_crops(rgb: np.ndarray, factors: list[float], spots: int = 1, side: int
     return crops
 
 
-def rain_energy(crops: np.ndarray, derained: np.ndarray, border: int = 8) -> np.ndarray:
-    """Mean squared rain layer (crop - model output) of each crop, away from its border."""
-    rain = (crops - derained)[:, :, border:-border, border:-border].astype(np.float64)
-    return np.asarray(np.mean(rain**2, axis=(1, 2, 3)))
+def streak_energy(
+    crops: np.ndarray, derained: np.ndarray, border: int = 8, radius: int = PROBE_DETAIL_RADIUS
+) -> np.ndarray:
+    """Mean squared fine detail of each crop's rain layer (crop - model output), away from its border:
+    the layer minus its box mean over (2 * radius + 1)^2 px. Streaks a model sees as rain are 1-3 px
+    wide at its working scale and stay; a veil or a brightness change the model takes out does not."""
+    rain = (crops - derained).astype(np.float32)
+    detail = (rain - box_filter(rain, radius))[:, :, border:-border, border:-border].astype(np.float64)
+    return np.asarray(np.mean(detail**2, axis=(1, 2, 3)))
 
 
 def probe_pick(
     prior: float, factors: list[float], crops: np.ndarray, derained: np.ndarray, margin: float = PROBE_MARGIN
 ) -> float:
-    """The size rule's factor, unless the model took at least `margin` times as much rain out of the
-    probe crops (their mean, per factor) at another factor: then that one."""
-    energy = rain_energy(crops, derained).reshape(len(factors), -1).mean(axis=1)
+    """The size rule's factor, unless the model took at least `margin` times as much streak energy out
+    of the probe crops (their mean, per factor) at another factor: then that one."""
+    energy = streak_energy(crops, derained).reshape(len(factors), -1).mean(axis=1)
     best = int(np.argmax(energy))
     if prior not in factors:
         return factors[best]

@@ -191,12 +191,26 @@ def test_auto_for_a_model_trained_larger_starts_from_its_own_scale() -> None:
 
 def test_the_probe_keeps_the_size_rule_unless_another_factor_clearly_wins() -> None:
     crops = np.full((3, 3, 32, 32), 0.5, np.float32)
-    rain = np.array([0.02, 0.0346, 0.01], np.float32)[:, None, None, None]  # energies 4e-4, 1.2e-3 (3x), 1e-4
-    assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - rain) == 1.0  # under 10x: the size rule stands
-    rain[1] = 0.06  # 9x
-    assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - rain) == 1.0
-    rain[1] = 0.065  # 10.6x
-    assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - rain) == 2.0
+    stripes = np.where(np.arange(32) % 2 == 0, 1.0, -1.0).astype(np.float32)  # 1 px wide: all fine detail
+    amplitude = np.array([0.02, 0.0346, 0.01], np.float32)[:, None, None, None]  # energies 1 : 3 : 0.25
+    assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - amplitude * stripes) == 1.0  # the size rule stands
+    amplitude[1] = 0.02 * 4.8**0.5  # 4.8x: still under the margin of 5
+    assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - amplitude * stripes) == 1.0
+    amplitude[1] = 0.02 * 5.3**0.5  # 5.3x
+    assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - amplitude * stripes) == 2.0
+
+
+def test_the_probe_counts_streaks_not_a_veil_taken_out() -> None:
+    """A model trained on veiled rain darkens a flat, bright crop: a large but smooth rain layer. It
+    must not outvote thin streaks found at the size rule's factor."""
+    crops = np.full((2, 3, 32, 32), 0.8, np.float32)
+    stripes = np.where(np.arange(32) % 4 == 0, 0.05, 0.0).astype(np.float32)  # thin streaks at factor 1
+    ramp = np.linspace(0.1, 0.3, 32, dtype=np.float32)[:, None]  # a smooth haze layer at factor 2
+    derained = np.stack([crops[0] - stripes, crops[1] - ramp])
+    assert float(np.mean((crops[1] - derained[1]) ** 2)) > 20 * float(np.mean((crops[0] - derained[0]) ** 2))
+    assert sc.probe_pick(1.0, [1.0, 2.0], crops, derained) == 1.0
+    energy = sc.streak_energy(crops, derained)
+    assert energy[0] > 1e-4 and energy[1] < 1e-7  # the ramp is linear: its box mean is itself
 
 
 def test_streak_width_grows_with_the_streaks() -> None:

@@ -22,8 +22,8 @@ per factor (one batch for the model), `probe_pick` keeps the size rule's factor 
 PROBE_MARGIN times as much streak energy out at another factor (a crop of a large photo, or a photo
 shrunk before upload). Streak energy is the fine detail of the predicted rain layer (`streak_energy`):
 what a model trained on veiled rain takes out of a flat, bright crop (haze, the low frequencies) would
-otherwise outvote the streaks. `streak_width` (a model-free reading of the image) was measured too and lost; see
-the README for the figures.
+otherwise outvote the streaks. `streak_width` (a model-free reading of the image) was measured too
+and lost; see the README for the figures.
 
 Pure numpy + Pillow: no FastAPI, no onnxruntime (tests/service/test_layers.py checks).
 """

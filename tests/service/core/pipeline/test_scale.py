@@ -193,7 +193,7 @@ def test_the_probe_keeps_the_size_rule_unless_another_factor_clearly_wins() -> N
     crops = np.full((3, 3, 32, 32), 0.5, np.float32)
     stripes = np.where(np.arange(32) % 2 == 0, 1.0, -1.0).astype(np.float32)  # 1 px wide: all fine detail
     amplitude = np.array([0.02, 0.0346, 0.01], np.float32)[:, None, None, None]  # energies 1 : 3 : 0.25
-    assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - amplitude * stripes) == 1.0  # the size rule stands
+    assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - amplitude * stripes) == 1.0  # size rule
     amplitude[1] = 0.02 * 4.8**0.5  # 4.8x: still under the margin of 5
     assert sc.probe_pick(1.0, [1.0, 2.0, 4.0], crops, crops - amplitude * stripes) == 1.0
     amplitude[1] = 0.02 * 5.3**0.5  # 5.3x

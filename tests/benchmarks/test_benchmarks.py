@@ -96,3 +96,31 @@ def test_gpu_section_renders_every_column_even_when_the_first_variant_failed() -
     assert "### GPU (available True, device GPU, fp16_gemm_tflops 700.0)" in markdown
     assert "| variant | batch | error | mp_s | tflops |" in markdown
     assert "| cuda_fp32 | 1 |  | 9.5 | 4.6 |" in markdown
+
+
+def test_probe_study_counts_what_the_service_probe_picks(
+    tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnxruntime as ort
+
+    from benchmarks import probe_study
+    from mspfn.data import load_pairs
+    from service.core.pipeline import scale as sc
+    from tests.mspfn.pairs import write_pairs
+
+    folder = write_pairs(tmp_path / "set", 3, size=(330, 490))
+    session = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
+    expected: dict[float, int] = {}
+    for pair in load_pairs(folder):
+        rgb = np.ascontiguousarray(pair.rain.transpose(2, 0, 1), dtype=np.float32) / 255.0
+        prior, factors = sc.auto_candidates(*rgb.shape[1:])
+        crops = sc.probe_crops(rgb, factors, sc.probe_spots(*rgb.shape[1:]))
+        pick = sc.probe_pick(prior, factors, crops, session.run(None, {"input": crops})[0])
+        expected[pick] = expected.get(pick, 0) + 1
+    assert probe_study.main(["--model", str(tiny_onnx), "--sets", str(folder), "--margins", "5", "1e9"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    taken = ", ".join(f"{sc.format_scale(f)}: {n}" for f, n in sorted(expected.items()))
+    assert lines == [
+        f"set  size rule {{1: 3}}  margin 5 (streak) -> {{{taken}}}",
+        "set  size rule {1: 3}  margin 1e+09 (streak) -> {1: 3}",  # no factor wins by 1e9x: the size rule
+    ]

@@ -1,10 +1,13 @@
 """Before/after crops at 100% zoom of real rainy photos, derained as the service does by default.
 
     .venv/bin/python docs/make_real_grid.py --model models/mspfn-lite.onnx --out docs/real-grid.jpg
+    .venv/bin/python docs/make_real_grid.py --photos 91@600,1900 91@2200,1500 --crop 600 400 \
+        --out docs/large-photo-crop.jpg
 
 Each photo goes through the `derain` CLI's local backend (the service's own Derainer, default settings:
 scale=auto, default tiling); each row is a crop of the original beside the same crop of the result,
-pixel for pixel (no resizing), with the photo's name and size.
+pixel for pixel (no resizing), with the photo's name and size. A photo named NAME@X,Y is cropped with
+its top-left corner at (X, Y) instead of its centre; one photo may appear in several rows.
 """
 
 from __future__ import annotations
@@ -23,25 +26,41 @@ PHOTOS = ("1", "13", "42", "91", "95", "128")  # crowds, children, meadow, 12 MP
 CROP = (400, 260)  # width, height of each side, at 100%
 
 
-def centre_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def crop(image: np.ndarray, size: tuple[int, int], corner: tuple[int, int] | None = None) -> np.ndarray:
+    """A size[0] x size[1] cell of the image: its centre, or from `corner` (x, y); black where it ends."""
     height, width = image.shape[:2]
     w, h = min(size[0], width), min(size[1], height)
-    top, left = (height - h) // 2, (width - w) // 2
+    left, top = corner if corner is not None else ((width - w) // 2, (height - h) // 2)
+    part = image[top : top + h, left : left + w]
     cell = np.zeros((size[1], size[0], 3), np.uint8)
-    cell[:h, :w] = image[top : top + h, left : left + w]
+    cell[: part.shape[0], : part.shape[1]] = part
     return cell
+
+
+def parse_spot(text: str) -> tuple[str, tuple[int, int] | None]:
+    """NAME or NAME@X,Y."""
+    name, _, at = text.partition("@")
+    if not at:
+        return name, None
+    x, y = (int(v) for v in at.split(","))
+    return name, (x, y)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=Path("models/mspfn-lite.onnx"))
     parser.add_argument("--out", type=Path, default=Path("docs/real-grid.jpg"))
-    parser.add_argument("--photos", nargs="+", default=list(PHOTOS), help="names in RealSIRR147/rain")
+    parser.add_argument(
+        "--photos", nargs="+", default=list(PHOTOS), help="NAME or NAME@X,Y in RealSIRR147/rain"
+    )
+    parser.add_argument("--crop", type=int, nargs=2, default=list(CROP), metavar=("W", "H"), help="each side")
     args = parser.parse_args(argv)
+    spots = [parse_spot(text) for text in args.photos]
+    size = (args.crop[0], args.crop[1])
     derain = Path(sys.executable).with_name("derain")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        sources = [REAL / f"{name}.jpg" for name in args.photos]
+        sources = [REAL / f"{name}.jpg" for name in dict.fromkeys(name for name, _ in spots)]
         command = [
             str(derain),
             *map(str, sources),
@@ -53,12 +72,14 @@ def main(argv: list[str] | None = None) -> int:
             str(args.model),
         ]
         subprocess.run(command, check=True)
-        for source in sources:
+        for name, corner in spots:
+            source = REAL / f"{name}.jpg"
             before = np.asarray(Image.open(source).convert("RGB"))
             after = np.asarray(Image.open(Path(folder) / f"{source.stem}.png").convert("RGB"))
-            row = np.concatenate([centre_crop(before, CROP), centre_crop(after, CROP)], axis=1)
+            row = np.concatenate([crop(before, size, corner), crop(after, size, corner)], axis=1)
             picture = Image.fromarray(row)
-            label = f"{source.name} ({before.shape[1]}x{before.shape[0]}): before | after"
+            where = f", at {corner[0]},{corner[1]}" if corner is not None else ""
+            label = f"{source.name} ({before.shape[1]}x{before.shape[0]}{where}): before | after"
             draw = ImageDraw.Draw(picture)
             draw.rectangle((0, 0, 8 + 6 * len(label), 15), fill=(0, 0, 0))
             draw.text((4, 2), label, fill=(255, 255, 255))

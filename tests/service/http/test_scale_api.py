@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from service.core.pipeline import scale as sc
+from tests.service.core.pipeline.test_scale import streaks, thin_line_remover
 from tests.service.svc_helpers import FakeRunner, SettingsFactory, metric, noise, png_bytes, serve
 
 PNG = {"Content-Type": "image/png"}
@@ -104,6 +105,31 @@ def test_auto_probes_a_large_image_and_keeps_the_size_rule_when_the_model_agrees
     assert prior == 3.0 and probes == len([1.0, 1.5, 3.0, 6.0, 8.0]) * 3
     assert all(tile.shape == (3, 64, 64) for tile in seen[:probes])
     assert int(response.headers["x-derain-tiles"]) == len(seen) - probes
+
+
+class ThinStreakModel(FakeRunner):
+    """A stand-in for a model trained on thin streaks (test_scale.thin_line_remover)."""
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        super().run(batch)
+        return thin_line_remover(batch)
+
+
+@pytest.mark.parametrize(("streak_px", "factor"), [(1.5, "1"), (6.0, "4")])
+def test_auto_takes_the_factor_where_the_model_finds_the_streaks(
+    make_settings: SettingsFactory, streak_px: float, factor: str
+) -> None:
+    """A 321 x 481 photo, so the size rule says 1: with thin streaks auto keeps it; with streaks four
+    times as wide (a crop of a large photo) the probe finds them at 4, and the answer is derained there."""
+    image = np.rint(streaks(streak_px, 321, 481) * 255).astype(np.uint8).transpose(1, 2, 0)
+    runner = ThinStreakModel()
+    with serve(make_settings(), runner) as client:
+        response = client.post("/derain", content=png_bytes(image), headers=PNG)
+        used = metric(client, "derain_work_scale_sum")
+    assert response.status_code == 200 and response.headers["x-derain-scale"] == factor
+    assert used == float(factor)
+    out, bright = pixels_of(response.content).astype(int), image.astype(int)
+    assert np.mean(np.maximum(bright - out, 0)) > 1.0  # streak light was taken out, at that scale
 
 
 def test_the_work_scale_histogram_counts_each_image_at_its_factor(make_settings: SettingsFactory) -> None:

@@ -192,7 +192,7 @@ def report(path: Path, reference_width: float) -> str:
         fixed = {v: np.mean([gain_at(r, v) for r in group]) for v in values}
         best = max(fixed, key=lambda v: fixed[v])
         oracle = np.mean([max(gain_at(r, v) for v in values) for r in group])
-        size = rule_cell(group, lambda r: sc.size_scale(*r["size"]))
+        size = rule_cell(group, lambda r: sc.auto_candidates(*r["size"])[0])  # auto before its probe
         streak = rule_cell(group, lambda r: max(1.0, r["streak_width"] / reference_width))
         energy = rule_cell(group, energy_argmax)
         c2f = {

@@ -16,8 +16,8 @@ wide and the network does not see it as rain. So:
 At s = 1 nothing is resampled: `shrink` returns its input and `restore` the clipped model output, which
 is what the service returned before working scales existed.
 
-`scale=auto` starts from the image's size relative to the training images (`size_scale`) and lets
-the model overrule it: `auto_candidates` names the factors to try, `probe_crops` cuts one small crop
+`scale=auto` starts from the image's size relative to the training images (`size_scale`, times
+AUTO_SIZE_RATIO) and lets the model overrule it: `auto_candidates` names the factors to try, `probe_crops` cuts one small crop
 per factor (one batch for the model), `probe_pick` keeps the size rule's factor unless the model took
 PROBE_MARGIN times as much streak energy out at another factor (a crop of a large photo, or a photo
 shrunk before upload). Streak energy is the fine detail of the predicted rain layer (`streak_energy`):

@@ -87,12 +87,14 @@ CLEAN := ../shared/data/clean
 rain12-enlarged: | venv
 	$(PY) -m benchmarks.enlarge --data ../shared/data/val/Rain12 --factor 2 3 4 --crop --out data/val
 
-VALSETS := data/val/heavy data/val/mixed
+VALSETS := data/val/heavy data/val/mixed data/val/fine
 valsets: $(VALSETS)
 data/val/heavy: | venv
 	$(PY) -m mspfn.synthrain --clean $(CLEAN) --split val --recipe heavy --seed 1 --max-side 481 --out $@
 data/val/mixed: | venv
 	$(PY) -m mspfn.synthrain --clean $(CLEAN) --split val --recipe mixed --seed 2 --max-side 481 --out $@
+data/val/fine: | venv
+	$(PY) -m mspfn.synthrain --clean $(CLEAN) --split val --recipe fine --seed 3 --max-side 481 --out $@
 
 # The general model (weights/mspfn-lite.safetensors): from the RainTrainL specialist, RainTrainL pairs
 # mixed with rain rendered on the fly on the training part of clean/, crops rescaled 0.5-2x.

@@ -16,7 +16,8 @@ A `Recipe` stacks several such layers, the way rain is photographed: far rain th
 near rain that is wide, long, blurred and bright, each layer with a spread of angles around the image's
 wind direction; heavy rain also veils the scene like fog (I = J t + A (1 - t): transmission t, airlight
 A); then the camera adds sensor noise and JPEG. `RECIPES` names the ones training and validation use
-(`light`, `moderate`, `heavy`, and `mixed`, which draws one of the three for each image):
+(`light`, `moderate`, `heavy`, and `mixed`, which draws one of the three for each image; `fine`,
+real photos' dense curtain of faint thin streaks, is not in `mixed` yet):
 
     python -m mspfn.synthrain --clean ../shared/data/clean --split val --recipe heavy --seed 1 \
         --max-side 481 --out data/val/heavy
@@ -277,6 +278,19 @@ RECIPES: dict[str, Recipe | Mixture] = {
         jpeg_chance=0.5,
     ),
     "mixed": Mixture((("light", 0.3), ("moderate", 0.35), ("heavy", 0.35))),
+    # Rain as the real photos in ../shared/data/real show it and the recipes above do not: a dense
+    # curtain of fine, faint, long streaks (thin drops smeared over the exposure), a few wide and
+    # soft out-of-focus near drops, haze. Low contrast everywhere rather than bright lines.
+    "fine": Recipe(
+        layers=(
+            Layer(RainStyle((-5.0, 5.0), (8.0, 30.0), (0.02, 0.06), (0.3, 0.6), (0.05, 0.15), (0.0, 6.0))),
+            Layer(RainStyle((-4.0, 4.0), (25.0, 80.0), (0.002, 0.006), (0.4, 0.9), (0.1, 0.25), (0.0, 5.0))),
+            Layer(RainStyle((-4.0, 4.0), (20.0, 80.0), (0.0002, 0.001), (2.5, 6.0), (0.1, 0.3)), 0.5),
+        ),
+        veil=(0.05, 0.3),
+        noise=(0.0, 0.02),
+        jpeg_chance=0.7,
+    ),
 }
 
 
@@ -374,7 +388,7 @@ def contact_sheet(
     picks = [held[i * len(held) // columns] for i in range(columns)]
     rows, labels = [], []
     rng = np.random.default_rng(seed)
-    for name in ("light", "moderate", "heavy"):
+    for name in ("light", "moderate", "heavy", "fine"):
         recipe = recipe_named(name, rng)
         cells = [thumbnail(render(fit_side(load_rgb(f), max_side), rng, recipe)[0], size) for f in picks]
         rows.append(np.concatenate(cells, axis=1))

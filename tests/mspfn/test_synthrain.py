@@ -12,6 +12,7 @@ from mspfn.data import load_pairs
 from mspfn.synthrain import (
     RECIPES,
     Layer,
+    Mixture,
     RainStyle,
     Recipe,
     add_rain,
@@ -197,6 +198,27 @@ def test_recipes_span_drizzle_to_downpour_and_seeds_repeat() -> None:
         recipe_named("drizzle", rng)
 
 
+def test_fine_rain_is_a_dense_curtain_of_faint_streaks() -> None:
+    """`fine` (real photos' rain) covers nearly every pixel yet stays faint; `heavy` is bright lines.
+    Measured on black, without veil, noise or JPEG, so only the streak layers count."""
+    import dataclasses
+
+    black = np.zeros((160, 240, 3), np.uint8)
+
+    def streaks_only(name: str, seed: int) -> np.ndarray:
+        named = RECIPES[name]
+        assert isinstance(named, Recipe)
+        recipe = dataclasses.replace(named, veil=(0.0, 0.0), noise=(0.0, 0.0), jpeg_chance=0.0)
+        return render(black, np.random.default_rng(seed), recipe)[0].mean(axis=2)
+
+    for seed in range(3):
+        fine, heavy = streaks_only("fine", seed), streaks_only("heavy", seed)
+        assert np.mean(fine > 3) > 0.8  # streaks nearly everywhere
+        assert np.percentile(fine, 99) < 130 < 200 < np.percentile(heavy, 99)  # but none of them bright
+    mixed = RECIPES["mixed"]
+    assert isinstance(mixed, Mixture) and "fine" not in {name for name, _ in mixed.recipes}
+
+
 def test_split_holds_out_every_tenth_image_the_same_way_every_time() -> None:
     files = [Path(f"set/{index:03d}.jpg") for index in range(95)]
     train, held = split_clean(list(reversed(files)))
@@ -238,7 +260,7 @@ def test_contact_sheet_has_a_row_per_recipe_and_one_of_real_photos(tmp_path: Pat
     out = tmp_path / "sheet.jpg"
     contact_sheet(clean, real, out, columns=2)
     sheet = np.asarray(Image.open(out).convert("L")).astype(float)
-    assert sheet.shape == (4 * 214, 2 * 320)
-    rows = [sheet[i * 214 + 20 : (i + 1) * 214, :].mean() for i in range(4)]
-    assert rows[3] < 12  # the real row is the dark photo itself
+    assert sheet.shape == (5 * 214, 2 * 320)  # light, moderate, heavy, fine, real
+    rows = [sheet[i * 214 + 20 : (i + 1) * 214, :].mean() for i in range(5)]
+    assert rows[4] < 12  # the real row is the dark photo itself
     assert rows[0] < rows[2]  # heavy rain brightens more than light rain

@@ -124,3 +124,20 @@ def test_probe_study_counts_what_the_service_probe_picks(
         f"set  size rule {{1: 3}}  margin 5 (streak) -> {{{taken}}}",
         "set  size rule {1: 3}  margin 1e+09 (streak) -> {1: 3}",  # no factor wins by 1e9x: the size rule
     ]
+
+
+def test_error_split_tells_a_veil_left_in_from_streaks_left_in() -> None:
+    from benchmarks.error_split import split
+
+    rng = np.random.default_rng(0)
+    clean = rng.integers(40, 200, (64, 96, 3), dtype=np.uint8)
+    rain = np.clip(clean.astype(int) + 30, 0, 255).astype(np.uint8)
+    veiled = (clean.astype(int) + 10).astype(np.uint8)  # a uniform haze of 10 levels left in
+    haze = split(rain, veiled, clean)
+    to_y = 219 / 255  # an RGB level is 219/255 of a Y level (BT.601, Y in 16..235)
+    assert haze["bias"] == pytest.approx(10 * to_y) and haze["input_bias"] == pytest.approx(30 * to_y)
+    assert haze["low_share"] > 0.95 and haze["gain_offset_psnr"] > 60  # an offset fixes it all
+    streaks = clean.astype(int)
+    streaks[:, ::4] += 40  # thin bright columns left in
+    lines = split(rain, np.clip(streaks, 0, 255).astype(np.uint8), clean)
+    assert lines["low_share"] < 0.3 and lines["gain_offset_psnr"] < lines["psnr"] + 3  # tone fix: little

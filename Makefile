@@ -10,7 +10,7 @@ INT8 := models/mspfn-lite-int8.onnx
 # `make run MODEL=PATH` serves another exported model (the int8 one is an experiment: see README)
 MODEL ?= $(FP32)
 
-.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general rain12-enlarged
+.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general general-fine rain12-enlarged
 
 venv: $(VENV)/.installed
 
@@ -103,6 +103,15 @@ general: venv valsets
 		--train ../shared/data/train/RainTrainL --synth $(CLEAN) --recipe mixed --synth-weight 0.7 \
 		--scale 0.5 2 --val ../shared/data/val/Rain12 --val data/val/heavy --val data/val/mixed \
 		--out runs/general --steps 3250 --lr 3e-4 --warmup 100 --l2-warmup 0 \
+		--patch 96 --batch 8 --ema 0.99 --val-every 250 --no-progress
+
+# Its third stage: from the second's best, the `general` recipe (mixed + real photos' fine rain), also
+# validated on data/val/fine.
+general-fine: venv valsets
+	nice -n 10 $(PY) -m mspfn.train --preset lite --init runs/general/best.safetensors \
+		--train ../shared/data/train/RainTrainL --synth $(CLEAN) --recipe general --synth-weight 0.7 \
+		--scale 0.5 2 --val ../shared/data/val/Rain12 --val data/val/heavy --val data/val/mixed \
+		--val data/val/fine --out runs/general-fine --steps 1250 --lr 1.4e-4 --warmup 0 --l2-warmup 0 \
 		--patch 96 --batch 8 --ema 0.99 --val-every 250 --no-progress
 
 clean:

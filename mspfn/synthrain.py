@@ -17,7 +17,7 @@ near rain that is wide, long, blurred and bright, each layer with a spread of an
 wind direction; heavy rain also veils the scene like fog (I = J t + A (1 - t): transmission t, airlight
 A); then the camera adds sensor noise and JPEG. `RECIPES` names the ones training and validation use
 (`light`, `moderate`, `heavy`, and `mixed`, which draws one of the three for each image; `fine`,
-real photos' dense curtain of faint thin streaks, is not in `mixed` yet):
+real photos' dense curtain of faint thin streaks, and `general`, which adds it to the three):
 
     python -m mspfn.synthrain --clean ../shared/data/clean --split val --recipe heavy --seed 1 \
         --max-side 481 --out data/val/heavy
@@ -291,6 +291,8 @@ RECIPES: dict[str, Recipe | Mixture] = {
         noise=(0.0, 0.02),
         jpeg_chance=0.7,
     ),
+    # What the general model trains on from its third stage: `mixed` with real photos' fine rain.
+    "general": Mixture((("light", 0.2), ("moderate", 0.25), ("heavy", 0.3), ("fine", 0.25))),
 }
 
 

@@ -217,6 +217,8 @@ def test_fine_rain_is_a_dense_curtain_of_faint_streaks() -> None:
         assert np.percentile(fine, 99) < 130 < 200 < np.percentile(heavy, 99)  # but none of them bright
     mixed = RECIPES["mixed"]
     assert isinstance(mixed, Mixture) and "fine" not in {name for name, _ in mixed.recipes}
+    picks = {recipe_named("general", np.random.default_rng(seed)) for seed in range(60)}
+    assert picks == {RECIPES[name] for name in ("light", "moderate", "heavy", "fine")}
 
 
 def test_split_holds_out_every_tenth_image_the_same_way_every_time() -> None:

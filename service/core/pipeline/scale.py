@@ -20,10 +20,10 @@ is what the service returned before working scales existed.
 AUTO_SIZE_RATIO) and lets the model overrule it: `auto_candidates` names the factors to try,
 `probe_crops` cuts one small crop per factor (one batch for the model), `probe_pick` keeps the size
 rule's factor unless the model took PROBE_MARGIN times as much streak energy out at another factor
-(a crop of a large photo, or a photo shrunk before upload). Streak energy is the fine detail of the predicted rain layer (`streak_energy`):
-what a model trained on veiled rain takes out of a flat, bright crop (haze, the low frequencies) would
-otherwise outvote the streaks. `streak_width` (a model-free reading of the image) was measured too
-and lost; see the README for the figures.
+(a crop of a large photo, or a photo shrunk before upload). Streak energy is the fine detail of the
+predicted rain layer (`streak_energy`): what a model trained on veiled rain takes out of a flat,
+bright crop (haze, the low frequencies) would otherwise outvote the streaks. `streak_width` (a
+model-free reading of the image) was measured too and lost; see the README for the figures.
 
 Pure numpy + Pillow: no FastAPI, no onnxruntime (tests/service/test_layers.py checks).
 """

@@ -135,13 +135,17 @@ def test_tiled_inference_matches_whole_image_inference(tiny_onnx: Path) -> None:
 
 @pytest.mark.slow
 @needs_photos
-def test_tiled_output_matches_whole_image_with_the_shipped_weights(tmp_path: Path) -> None:
-    """Issue 4's criterion: PSNR >= 40 dB between tiled (default tile/overlap) and whole-image output."""
+@pytest.mark.parametrize(
+    "weights", [SHIPPED_WEIGHTS, SHIPPED_WEIGHTS.with_name("mspfn-lite-raintrainl.safetensors")]
+)
+def test_tiled_output_matches_whole_image_with_the_shipped_weights(tmp_path: Path, weights: Path) -> None:
+    """Issue 4's criterion: PSNR >= 40 dB between tiled (default tile/overlap) and whole-image output,
+    for the default model and the specialist (not for the opt-in mspfn-lite-fine, which fails it: README)."""
     from model_export import export_onnx
     from service.settings import DEFAULT_TILE_SIZE
 
     model = tmp_path / "lite.onnx"
-    export_onnx(SHIPPED_WEIGHTS, model)
+    export_onnx(weights, model)
     runner = load_runner(model, ["CPUExecutionProvider"])
     photo = Image.open(REAL / "rain" / "94.jpg").convert("RGB")  # 500x751, heavy real rain
     image = np.asarray(photo, np.float32).transpose(2, 0, 1) / 255

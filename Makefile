@@ -98,21 +98,18 @@ data/val/fine: | venv
 
 # The general model (weights/mspfn-lite.safetensors): from the RainTrainL specialist, RainTrainL pairs
 # mixed with rain rendered on the fly on the training part of clean/, crops rescaled 0.5-2x.
+GENERAL_ARGS := --preset lite --train ../shared/data/train/RainTrainL --synth $(CLEAN) --synth-weight 0.7 \
+	--scale 0.5 2 --val ../shared/data/val/Rain12 --val data/val/heavy --val data/val/mixed \
+	--l2-warmup 0 --patch 96 --batch 8 --ema 0.99 --val-every 250 --no-progress
 general: venv valsets
-	nice -n 10 $(PY) -m mspfn.train --preset lite --init weights/mspfn-lite-raintrainl.safetensors \
-		--train ../shared/data/train/RainTrainL --synth $(CLEAN) --recipe mixed --synth-weight 0.7 \
-		--scale 0.5 2 --val ../shared/data/val/Rain12 --val data/val/heavy --val data/val/mixed \
-		--out runs/general --steps 3250 --lr 3e-4 --warmup 100 --l2-warmup 0 \
-		--patch 96 --batch 8 --ema 0.99 --val-every 250 --no-progress
+	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --init weights/mspfn-lite-raintrainl.safetensors \
+		--recipe mixed --out runs/general --steps 3250 --lr 3e-4 --warmup 100
 
-# Its third stage: from the second's best, the `general` recipe (mixed + real photos' fine rain), also
-# validated on data/val/fine.
+# Its stage 2 (weights/mspfn-lite-fine.safetensors): from stage 1's best, the `general` recipe (mixed +
+# real photos' fine rain), also validated on data/val/fine.
 general-fine: venv valsets
-	nice -n 10 $(PY) -m mspfn.train --preset lite --init runs/general/best.safetensors \
-		--train ../shared/data/train/RainTrainL --synth $(CLEAN) --recipe general --synth-weight 0.7 \
-		--scale 0.5 2 --val ../shared/data/val/Rain12 --val data/val/heavy --val data/val/mixed \
-		--val data/val/fine --out runs/general-fine --steps 1250 --lr 1.4e-4 --warmup 0 --l2-warmup 0 \
-		--patch 96 --batch 8 --ema 0.99 --val-every 250 --no-progress
+	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --init runs/general/best.safetensors \
+		--recipe general --val data/val/fine --out runs/general-fine --steps 1250 --lr 1.4e-4 --warmup 0
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

@@ -16,24 +16,27 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mspfn.data import load_pairs
 from service.core.pipeline import scale as sc
 
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
+
 
 def whole_energy(crops: np.ndarray, derained: np.ndarray, border: int = 8) -> np.ndarray:
+    """The first release's measure: the mean squared rain layer, away from the crop border."""
     rain = (crops - derained)[:, :, border:-border, border:-border].astype(np.float64)
     return np.asarray(np.mean(rain**2, axis=(1, 2, 3)))
 
 
-def picks(model: Path, folder: Path, margins: list[float], energy: str, threads: int) -> tuple[Counter, list]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+def picks(
+    session: InferenceSession, folder: Path, margins: list[float], measure: sc.Energy
+) -> tuple[Counter, list[Counter]]:
+    """How many images of the folder have each size-rule factor, and per margin each picked factor."""
     name = session.get_inputs()[0].name
     priors: Counter = Counter()
     chosen: list[Counter] = [Counter() for _ in margins]
@@ -43,13 +46,9 @@ def picks(model: Path, folder: Path, margins: list[float], energy: str, threads:
         prior, factors = sc.auto_candidates(height, width)
         crops = sc.probe_crops(rgb, factors, sc.probe_spots(height, width))
         derained = session.run(None, {name: crops})[0]
-        measure = sc.streak_energy if energy == "streak" else whole_energy
-        per_factor = measure(crops, derained).reshape(len(factors), -1).mean(axis=1)
         priors[prior] += 1
-        best = int(np.argmax(per_factor))
-        for index, margin in enumerate(margins):
-            overrules = per_factor[best] > margin * per_factor[factors.index(prior)]
-            chosen[index][factors[best] if overrules else prior] += 1
+        for counts, margin in zip(chosen, margins, strict=True):
+            counts[sc.probe_pick(prior, factors, crops, derained, margin, measure)] += 1
     return priors, chosen
 
 
@@ -61,8 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--energy", choices=("streak", "whole"), default="streak")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: ONNX Runtime's default)")
     args = parser.parse_args(argv)
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    session = ort.InferenceSession(str(args.model), options, providers=["CPUExecutionProvider"])
+    measure = sc.streak_energy if args.energy == "streak" else whole_energy
     for folder in args.sets:
-        priors, chosen = picks(args.model, folder, args.margins, args.energy, args.threads)
+        priors, chosen = picks(session, folder, args.margins, measure)
         rule = ", ".join(f"{sc.format_scale(f)}: {n}" for f, n in sorted(priors.items()))
         for margin, counts in zip(args.margins, chosen, strict=True):
             taken = ", ".join(f"{sc.format_scale(f)}: {n}" for f, n in sorted(counts.items()))

@@ -31,6 +31,7 @@ Pure numpy + Pillow: no FastAPI, no onnxruntime (tests/service/test_layers.py ch
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -354,12 +355,21 @@ def streak_energy(
     return np.asarray(np.mean(detail**2, axis=(1, 2, 3)))
 
 
+Energy = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (crops, model outputs) -> one value per crop
+
+
 def probe_pick(
-    prior: float, factors: list[float], crops: np.ndarray, derained: np.ndarray, margin: float = PROBE_MARGIN
+    prior: float,
+    factors: list[float],
+    crops: np.ndarray,
+    derained: np.ndarray,
+    margin: float = PROBE_MARGIN,
+    measure: Energy = streak_energy,
 ) -> float:
-    """The size rule's factor, unless the model took at least `margin` times as much streak energy out
-    of the probe crops (their mean, per factor) at another factor: then that one."""
-    energy = streak_energy(crops, derained).reshape(len(factors), -1).mean(axis=1)
+    """The size rule's factor, unless the model took at least `margin` times as much streak energy
+    (or what `measure` reads) out of the probe crops (their mean, per factor) at another factor: then
+    that one."""
+    energy = measure(crops, derained).reshape(len(factors), -1).mean(axis=1)
     best = int(np.argmax(energy))
     if prior not in factors:
         return factors[best]

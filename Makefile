@@ -10,7 +10,7 @@ INT8 := models/mspfn-lite-int8.onnx
 # `make run MODEL=PATH` serves another exported model (the int8 one is an experiment: see README)
 MODEL ?= $(FP32)
 
-.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general general-fine rain12-enlarged
+.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general general-fine general-local rain12-enlarged
 
 venv: $(VENV)/.installed
 
@@ -110,6 +110,13 @@ general: venv valsets
 general-fine: venv valsets
 	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --init runs/general/best.safetensors \
 		--recipe general --val data/val/fine --out runs/general-fine --steps 1250 --lr 1.4e-4 --warmup 0
+
+# Its stage 3: the fine model with windowed channel attention (128 px of the input instead of the whole
+# image), so tiled and whole-image output agree and the fine stage can be the default.
+general-local: venv valsets
+	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --init weights/mspfn-lite-fine.safetensors \
+		--attention-window 128 --recipe general --val data/val/fine --out runs/general-local \
+		--steps 2500 --lr 2e-4 --warmup 50
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

@@ -89,7 +89,7 @@ def _to_fp16(graph: onnx.ModelProto) -> onnx.ModelProto:
     return float16.convert_float_to_float16(
         graph,
         keep_io_types=True,
-        op_block_list=["GlobalAveragePool", "ReduceMean", "Sigmoid"],
+        op_block_list=["GlobalAveragePool", "AveragePool", "ReduceMean", "Sigmoid"],
     )
 
 

@@ -31,7 +31,16 @@ class MSPFNConfig:
     lstm_hidden: tuple[int, int, int] = (64, 128, 256)  # ConvLSTM hidden size at scales (1/4, 1/2, 1)
     recon_width: int = 32  # channels of the last hidden layer of the reconstruction module
     reduction: int = 4  # channel-attention squeeze ratio inside each RCAB
+    # What each RCAB's channel attention averages over: 0 = the whole feature map (the paper's global
+    # pooling), else a window this many *input* pixels wide centred on each pixel (a box mean, clipped at
+    # the borders). Global pooling makes every output pixel depend on the whole image, so tiled and
+    # whole-image output differ; a window makes the network local, so overlapping tiles agree.
+    attention_window: int = 0
     pad_multiple: ClassVar[int] = PAD_MULTIPLE  # not a field: fixed by the architecture
+
+    def __post_init__(self) -> None:
+        if self.attention_window < 0:
+            raise ValueError(f"attention_window {self.attention_window}: 0 (global) or a width in px")
 
     def to_dict(self) -> dict[str, object]:
         """The fields, then pad_multiple (as every checkpoint, card and ONNX file has recorded it)."""
@@ -92,10 +101,35 @@ class UpPReLU(nn.Sequential):
         )
 
 
-class RCAB(nn.Module):
-    """Residual channel-attention block (the paper's CAU): x + f(x) * s(f(x))."""
+class BoxMean(nn.Module):
+    """Mean over a size x size window centred on each pixel, clipped at the borders (size odd).
 
-    def __init__(self, channels: int, reduction: int) -> None:
+    Separable (a row mean, then a column mean): exact, because a clipped window is still a rectangle.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"box size {size} must be odd and positive")
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        k, p = self.size, self.size // 2
+        rows = F.avg_pool2d(x, (1, k), stride=1, padding=(0, p), count_include_pad=False)
+        return F.avg_pool2d(rows, (k, 1), stride=1, padding=(p, 0), count_include_pad=False)
+
+
+def attention_pool(window: int, stride: int) -> nn.Module:
+    """The RCAB's pooling at a feature map `stride` times coarser than the input (see attention_window)."""
+    if window == 0:
+        return nn.AdaptiveAvgPool2d(1)
+    return BoxMean(2 * (window // stride // 2) + 1)
+
+
+class RCAB(nn.Module):
+    """Residual channel-attention block (the paper's CAU): x + f(x) * s(pool(f(x)))."""
+
+    def __init__(self, channels: int, reduction: int, pool: nn.Module | None = None) -> None:
         super().__init__()
         squeezed = max(1, channels // reduction)
         self.body = nn.Sequential(
@@ -104,7 +138,7 @@ class RCAB(nn.Module):
             conv3(channels, channels, bias=True),
         )
         self.attention = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
+            pool if pool is not None else nn.AdaptiveAvgPool2d(1),
             nn.Conv2d(channels, squeezed, 1),
             nn.PReLU(squeezed, init=0.0),
             nn.Conv2d(squeezed, channels, 1),
@@ -117,12 +151,19 @@ class RCAB(nn.Module):
 
 
 class UBlock(nn.Module):
-    """U-shaped residual attention block: down, N RCABs, up over concat[down, rcabs]."""
+    """U-shaped residual attention block: down, N RCABs, up over concat[down, rcabs].
 
-    def __init__(self, channels: int, rcabs: int, reduction: int) -> None:
+    `stride` is how much coarser than the input the RCABs run (the block's scale, then its Down).
+    """
+
+    def __init__(
+        self, channels: int, rcabs: int, reduction: int, window: int = 0, stride: int = 2
+    ) -> None:
         super().__init__()
         self.down = ConvPReLU(channels, channels, stride=2)
-        self.rcabs = nn.Sequential(*(RCAB(channels, reduction) for _ in range(rcabs)))
+        self.rcabs = nn.Sequential(
+            *(RCAB(channels, reduction, attention_pool(window, stride)) for _ in range(rcabs))
+        )
         self.up = UpPReLU(2 * channels, channels)
 
     def forward(self, e: Tensor) -> Tensor:
@@ -176,9 +217,10 @@ class FineFusionStage(nn.Module):
         super().__init__()
         c = cfg.width
         n4, n2, n1 = cfg.rcabs
-        self.block4 = UBlock(c, n4, cfg.reduction)
-        self.block2 = UBlock(c, n2, cfg.reduction)
-        self.block1 = UBlock(c, n1, cfg.reduction)
+        w = cfg.attention_window
+        self.block4 = UBlock(c, n4, cfg.reduction, w, stride=8)
+        self.block2 = UBlock(c, n2, cfg.reduction, w, stride=4)
+        self.block1 = UBlock(c, n1, cfg.reduction, w, stride=2)
         self.up_v, self.up_w4, self.up_w2 = (UpPReLU(c, c) for _ in range(3))
 
     def forward(self, x4: Tensor, x2: Tensor, x1: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -19,6 +19,7 @@ the average is smoother than any single step's weights).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -170,6 +171,11 @@ def build_sampler(args: argparse.Namespace, seed: int) -> PatchSampler | MixedSa
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mspfn.train", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="lite", help="network preset: lite, paper, paper-133")
+    parser.add_argument(
+        "--attention-window", type=int, default=0, metavar="PX",
+        help="channel attention over a PX-wide window of the input instead of the whole image (0: "
+        "global, the paper's); a window makes tiled and whole-image output agree",
+    )  # fmt: skip
     parser.add_argument("--train", type=Path, action="append", help="paired folder (repeatable)")
     parser.add_argument(
         "--synth", type=Path, action="append", help="clean photos to render rain on (repeatable)"
@@ -234,8 +240,9 @@ def _train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    model = MSPFN(preset(args.preset)).to(device)
-    if args.init:
+    config = dataclasses.replace(preset(args.preset), attention_window=args.attention_window)
+    model = MSPFN(config).to(device)
+    if args.init:  # weights only: the pooling has none, so a global-attention model starts a windowed one
         model.load_state_dict(load_model(args.init)[0].state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     ema = ema_of(model, args.ema) if args.ema > 0 else None

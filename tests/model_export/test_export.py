@@ -22,6 +22,10 @@ def metadata(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
 
+def attribute(node: onnx.NodeProto, name: str) -> object:
+    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+
 def test_metadata_is_present_and_correct(tiny_onnx: Path, tiny_weights: Path) -> None:
     meta = metadata(tiny_onnx)
     assert meta["preset"] == "tiny"
@@ -118,3 +122,37 @@ def test_fp16_export_keeps_fp32_io_and_passes_its_psnr_contract(tmp_path: Path, 
     assert graph.graph.output[0].type.tensor_type.elem_type == float_type
     fp16_weights = [t for t in graph.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
     assert len(fp16_weights) > 10
+
+
+@pytest.mark.slow  # exports a network
+@pytest.mark.parametrize("fp16", [False, True])
+def test_windowed_attention_exports_as_average_pools(tmp_path: Path, fp16: bool) -> None:
+    """A model with attention_window: AveragePool (clipped at the borders) instead of a global pool, with
+    parity at every size the exporter checks, the CPU rewrites and fp16 (where the pools stay fp32)."""
+    import dataclasses
+
+    from mspfn.checkpoint import save_model
+    from mspfn.model import MSPFN
+    from tests.conftest import make_tiny_model
+
+    base = make_tiny_model()
+    model = MSPFN(dataclasses.replace(base.config, attention_window=64))
+    model.load_state_dict(base.state_dict())
+    weights = tmp_path / "windowed.safetensors"
+    save_model(weights, model, "tiny")
+    out = tmp_path / "windowed.onnx"
+    report = export_onnx(weights, out, fp16=fp16, optimize=not fp16)
+    assert json.loads(metadata(out)["config"])["attention_window"] == 64
+    nodes = onnx.load(str(out)).graph.node
+    pools = [node for node in nodes if node.op_type == "AveragePool" and attribute(node, "strides") == [1, 1]]
+    assert len(pools) == 2 * 3 and not [node for node in nodes if node.op_type == "GlobalAveragePool"]
+    assert all(attribute(pool, "count_include_pad") == 0 for pool in pools)  # a mean over the image only
+    if fp16:
+        assert export_module.FP16_MIN_PSNR <= report.psnr_db
+    else:
+        assert report.max_abs_diff <= export_module.FP32_TOLERANCE
+        optimized = ort.InferenceSession(str(tmp_path / "windowed.opt.onnx"), providers=["CPUExecutionProvider"])
+        image, _ = pad_to_multiple(torch.rand(1, 3, 40, 200), 8)
+        with torch.no_grad():
+            expected = model(image).numpy()
+        assert np.abs(optimized.run(None, {"input": image.numpy()})[0] - expected).max() <= 1e-4

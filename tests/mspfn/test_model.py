@@ -127,3 +127,56 @@ def test_live_gate_lstm_equals_a_full_cell_from_zero_state() -> None:
         cell.gates.weight.copy_(torch.cat([kernel[k * hidden : (k + 1) * hidden, :cin] for k in live]))
         cell.gates.bias.copy_(torch.cat([bias[k * hidden : (k + 1) * hidden] for k in live]))
         assert torch.allclose(cell(x), expected, atol=1e-6)
+
+
+def test_box_mean_is_the_mean_over_the_window_clipped_at_the_borders() -> None:
+    from mspfn.model import BoxMean
+
+    x = torch.rand(2, 3, 7, 11, generator=torch.Generator().manual_seed(0))
+    expected = torch.empty_like(x)
+    for i in range(7):
+        for j in range(11):
+            expected[..., i, j] = x[..., max(0, i - 2) : i + 3, max(0, j - 2) : j + 3].mean(dim=(-2, -1))
+    assert torch.allclose(BoxMean(5)(x), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="odd"):
+        BoxMean(4)
+
+
+def test_the_attention_window_is_given_in_input_pixels_at_every_scale() -> None:
+    from mspfn.model import BoxMean, FineFusionStage
+
+    stage = FineFusionStage(MSPFNConfig(width=8, attention_window=128))
+    sizes = [block.rcabs[0].attention[0].size for block in (stage.block4, stage.block2, stage.block1)]
+    assert sizes == [17, 33, 65]  # 128 px at 1/8, 1/4 and 1/2 of the input, made odd
+    assert all(isinstance(block.rcabs[0].attention[0], BoxMean) for block in (stage.block4, stage.block1))
+    global_stage = FineFusionStage(MSPFNConfig(width=8))
+    assert isinstance(global_stage.block1.rcabs[0].attention[0], torch.nn.AdaptiveAvgPool2d)
+    with pytest.raises(ValueError, match="attention_window -1"):
+        MSPFNConfig(attention_window=-1)
+    old = {key: value for key, value in preset("lite").to_dict().items() if key != "attention_window"}
+    assert MSPFNConfig.from_dict(old).attention_window == 0  # checkpoints from before the field: global
+
+
+@pytest.mark.slow  # runs a network in torch
+def test_windowed_attention_keeps_the_output_local() -> None:
+    """Inverting the left 32 px of an image moves the output 160 px away with global attention (every
+    pixel's attention averages the whole image), and leaves it alone with a 32 px window."""
+    import dataclasses
+
+    image = torch.rand(1, 3, 64, 256, generator=torch.Generator().manual_seed(1))
+    changed = image.clone()
+    changed[..., :32] = 1 - changed[..., :32]
+    base = make_tiny_model()
+    with torch.no_grad():  # attention that reacts (random small weights leave every gate near 0.5)
+        for name, parameter in base.named_parameters():
+            if ".attention." in name and name.endswith("weight"):
+                parameter.normal_(0.0, 2.0)
+        base.reconstruct.rain.weight.normal_(0.0, 1.0)
+    moved = {}
+    for window in (0, 32):
+        model = MSPFN(dataclasses.replace(base.config, attention_window=window))
+        model.load_state_dict(base.state_dict())
+        with torch.no_grad():
+            moved[window] = float((model(image) - model(changed))[..., 192:].abs().max())
+    assert moved[0] > 1e-4
+    assert moved[32] == 0.0

@@ -45,7 +45,12 @@ def describe(run_args: dict[str, object], run: Path) -> str:
     """The recipe in words, from a run's recorded command line."""
     if not run_args:
         return f"see {run}/log.jsonl"
-    start = f"from {run_args['init']}" if run_args.get("init") else "from scratch"
+    init = run_args.get("init") or []
+    inits = [init] if isinstance(init, str) else [str(path) for path in init]  # type: ignore[attr-defined]
+    if len(inits) > 1:
+        start = f"from the average of {' and '.join(inits)} (a model soup)"
+    else:
+        start = f"from {inits[0]}" if inits else "from scratch"
     scale = run_args.get("scale") or [1.0, 1.0]
     rescaled = f", rescaled {scale[0]}-{scale[1]}x (log-uniform)" if scale[0] != scale[1] else ""  # type: ignore[index]
     parts = [
@@ -54,6 +59,8 @@ def describe(run_args: dict[str, object], run: Path) -> str:
         f"batch {run_args['batch']}, Adam, peak lr {run_args['lr']} with {run_args['warmup']} warm-up steps "
         f"and cosine decay to {run_args['lr_min']} at step {run_args['steps']}",
     ]
+    if int(str(run_args.get("attention_window", 0))) > 0:
+        parts.append(f"channel attention over a {run_args['attention_window']} px window of the input")
     if run_args.get("synth"):
         share = run_args["synth_weight"] if run_args.get("train") else 1.0
         parts.append(

@@ -168,6 +168,11 @@ def build_sampler(args: argparse.Namespace, seed: int) -> PatchSampler | MixedSa
     return MixedSampler(sources, seed=seed + 2)
 
 
+def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The uniform average of state dicts of one architecture (Wortsman et al. 2022, "model soups")."""
+    return {key: torch.stack([state[key].float() for state in states]).mean(dim=0) for key in states[0]}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mspfn.train", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="lite", help="network preset: lite, paper, paper-133")
@@ -213,7 +218,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.999,
         help="decay of the weight average that is validated and kept as `best` (0: no average)",
     )
-    parser.add_argument("--init", type=Path, help="start a fresh run from these weights (.safetensors)")
+    parser.add_argument(
+        "--init", type=Path, action="append",
+        help="start a fresh run from these weights (.safetensors); given twice or more, from their "
+        "average (a model soup: fine-tunes of one model average well)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads")
@@ -243,7 +252,7 @@ def _train(args: argparse.Namespace) -> int:
     config = dataclasses.replace(preset(args.preset), attention_window=args.attention_window)
     model = MSPFN(config).to(device)
     if args.init:  # weights only: the pooling has none, so a global-attention model starts a windowed one
-        model.load_state_dict(load_model(args.init)[0].state_dict())
+        model.load_state_dict(average_weights([load_model(path)[0].state_dict() for path in args.init]))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     ema = ema_of(model, args.ema) if args.ema > 0 else None
     schedule = Schedule(args.lr, args.lr_min, args.warmup, args.steps)

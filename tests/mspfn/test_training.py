@@ -219,3 +219,36 @@ def test_cli_trains_on_real_and_synthetic_pairs_and_scores_every_validation_set(
     assert record["val_psnr"] == pytest.approx(mean)
     with pytest.raises(SystemExit):
         train_module.build_sampler(train_module.parse_args(["--val", str(data), "--out", str(out)]), 0)
+
+
+@pytest.mark.usefixtures("tiny_preset")
+def test_cli_starts_a_windowed_run_from_the_average_of_two_checkpoints(tmp_path: Path) -> None:
+    from mspfn.checkpoint import load_model, read_metadata, save_model
+    from mspfn.publish import describe
+
+    import mspfn.train as train_module
+    from mspfn.model import MSPFN
+
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for seed, path in ((1, first), (2, second)):
+        torch.manual_seed(seed)
+        model = MSPFN(train_module.preset("tiny"))  # what the CLI builds (the tiny_preset fixture)
+        with torch.no_grad():
+            model.reconstruct.rain.weight.normal_(0.0, 0.05)
+        save_model(path, model, "tiny")
+    data = write_pairs(tmp_path / "data", 2)
+    out = tmp_path / "run"
+    argv = ["--train", str(data), "--val", str(data), "--out", str(out), "--patch", "32", "--batch", "2"]
+    argv += ["--steps", "1", "--val-every", "1", "--warmup", "1", "--lr", "1e-12", "--lr-min", "1e-12"]
+    argv += ["--init", str(first), "--init", str(second), "--attention-window", "48", "--ema", "0"]
+    assert main([*argv, "--no-progress", "--threads", "1"]) == 0
+    trained, _ = load_model(out / "best.safetensors")
+    assert trained.config.attention_window == 48  # recorded in the checkpoint, so export and serving agree
+    a, b = load_model(first)[0].state_dict(), load_model(second)[0].state_dict()
+    weight = "reconstruct.rain.weight"  # differs between the two seeds; a 1e-12 step leaves the mean
+    assert not torch.equal(a[weight], b[weight])
+    assert torch.allclose(trained.state_dict()[weight], (a[weight] + b[weight]) / 2, atol=1e-6)
+    run_args = json.loads(read_metadata(out / "best.safetensors")["args"])  # what publish describes
+    text = describe(run_args, out)
+    assert f"from the average of {first} and {second} (a model soup)" in text
+    assert "channel attention over a 48 px window of the input" in text

@@ -156,9 +156,7 @@ class UBlock(nn.Module):
     `stride` is how much coarser than the input the RCABs run (the block's scale, then its Down).
     """
 
-    def __init__(
-        self, channels: int, rcabs: int, reduction: int, window: int = 0, stride: int = 2
-    ) -> None:
+    def __init__(self, channels: int, rcabs: int, reduction: int, window: int = 0, stride: int = 2) -> None:
         super().__init__()
         self.down = ConvPReLU(channels, channels, stride=2)
         self.rcabs = nn.Sequential(

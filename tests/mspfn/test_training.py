@@ -223,11 +223,10 @@ def test_cli_trains_on_real_and_synthetic_pairs_and_scores_every_validation_set(
 
 @pytest.mark.usefixtures("tiny_preset")
 def test_cli_starts_a_windowed_run_from_the_average_of_two_checkpoints(tmp_path: Path) -> None:
-    from mspfn.checkpoint import load_model, read_metadata, save_model
-    from mspfn.publish import describe
-
     import mspfn.train as train_module
+    from mspfn.checkpoint import load_model, read_metadata, save_model
     from mspfn.model import MSPFN
+    from mspfn.publish import describe
 
     first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     for seed, path in ((1, first), (2, second)):

@@ -217,5 +217,5 @@ def build_derainer(
 ) -> tuple[Batcher, Derainer]:
     """A batcher over the model's `run` and the derainer that feeds it (start the batcher in the loop
     that will run the derainer; stop it when done)."""
-    batcher = Batcher(run, metrics, max_batch, max_wait_s, max_queue_tiles)
+    batcher = Batcher(run, metrics, max_batch, max_wait_s, max_queue_tiles, tiling.tile_size**2)
     return batcher, Derainer(batcher, metrics, tiling, max_pixels)

@@ -175,3 +175,36 @@ def test_stop_fails_whatever_is_still_queued(fake_runner: FakeRunner) -> None:
             batcher.admit(1)
 
     asyncio.run(main())
+
+
+def test_small_tiles_top_up_a_full_batch_to_the_pixels_of_max_batch_tiles(fake_runner: FakeRunner) -> None:
+    """max_batch 1 of 8x8 tiles (64 px): four queued 4x4 crops (16 px each) share one model call, a
+    fifth starts the next; full-size tiles still go one per call, and a lone crop does not wait."""
+
+    def crops(count: int, value: float) -> list[np.ndarray]:
+        return [np.full((3, 4, 4), value + k, np.float32) for k in range(count)]
+
+    async def scenario(batcher: Batcher) -> None:
+        small = await request(batcher, crops(5, 0))
+        assert [r.output[0, 0, 0] for r in small] == [0.25, 0.75, 1.25, 1.75, 2.25]  # each its own crop
+        assert len({r.batch_id for r in small[:4]}) == 1 and small[4].batch_id != small[0].batch_id
+        full = await request(batcher, tiles(2, 0))
+        assert full[0].batch_id != full[1].batch_id
+        started = asyncio.get_running_loop().time()
+        await request(batcher, crops(1, 0))
+        assert asyncio.get_running_loop().time() - started < 1.0  # not the 5 s max_wait_s
+
+    metrics = Metrics()
+
+    async def main() -> None:
+        batcher = Batcher(fake_runner.run, metrics, 1, 5.0, 16, tile_pixels=T * T)
+        batcher.start()
+        try:
+            await asyncio.wait_for(scenario(batcher), timeout=20)
+        finally:
+            fake_runner.gate.set()
+            await batcher.stop()
+
+    asyncio.run(main())
+    samples = {sample.name: sample.value for sample in metrics.batch_size.collect()[0].samples}
+    assert (samples["derain_batch_size_count"], samples["derain_batch_size_sum"]) == (5, 4 + 1 + 2 + 1)

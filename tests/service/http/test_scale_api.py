@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from service.core.pipeline import scale as sc
-from tests.service.core.pipeline.test_scale import streaks, thin_line_remover
+from tests.service.scale_helpers import streaks, thin_line_remover
 from tests.service.svc_helpers import FakeRunner, SettingsFactory, metric, noise, png_bytes, serve
 
 PNG = {"Content-Type": "image/png"}

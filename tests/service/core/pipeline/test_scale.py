@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 from service.core.pipeline import scale as sc
+from tests.service.scale_helpers import streaks, thin_line_remover
 
 
 def photo_like(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -18,27 +17,6 @@ def photo_like(height: int, width: int, seed: int = 0) -> np.ndarray:
     base += 0.15 * (xx > width / 2)  # an edge
     rgb = np.stack([base, 0.9 * base, 1.1 * base]) + 0.05 * rng.standard_normal((3, height, width))
     return np.clip(rgb, 0.0, 1.0).astype(np.float32)
-
-
-def streaks(
-    width_px: float, height: int = 640, width: int = 960, angle: float = 0.0, seed: int = 0
-) -> np.ndarray:
-    """Bright Gaussian-profile streaks `width_px` wide (full width at half maximum), 40 widths long,
-    leaning `angle` degrees from vertical, on a smoothly shaded gray background."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    background = 0.3 + 0.2 * np.sin(xx / 97.0) * np.cos(yy / 71.0)
-    rain = np.zeros((height, width), np.float32)
-    lean = math.tan(math.radians(angle))
-    sigma = width_px / 2.355
-    length = int(40 * width_px)
-    for _ in range(int(800 / width_px)):
-        x0, y0 = rng.uniform(0, width), rng.uniform(-length, height)
-        rows = slice(int(max(0, y0)), int(min(height, y0 + length)))
-        centre = x0 + (yy[rows] - y0) * lean
-        rain[rows] = np.maximum(rain[rows], 0.5 * np.exp(-0.5 * ((xx[rows] - centre) / sigma) ** 2))
-    gray = np.clip(background + rain, 0.0, 1.0)
-    return np.stack([gray, gray, gray]).astype(np.float32)
 
 
 @pytest.mark.parametrize("upsampling", sc.UPSAMPLING)
@@ -147,15 +125,6 @@ def test_bad_scale_values_are_refused_with_the_range(text: str) -> None:
 def test_scale_formatting() -> None:
     assert [sc.format_scale(f) for f in (1, 2.0, 2.5, 2.25, 7 / 3)] == ["1", "2", "2.5", "2.25", "2.33"]
     assert str(sc.AUTO) == "auto" and str(sc.ScaleChoice(3.0)) == "3"
-
-
-def thin_line_remover(batch: np.ndarray) -> np.ndarray:
-    """A stand-in for a model trained on thin streaks: it takes out what rises above the mean of its
-    3x3 neighbourhood, which thin (1-2 px) streaks do fully and wide ones barely at all."""
-    out = np.empty_like(batch)
-    for index, image in enumerate(batch):
-        out[index] = image - np.maximum(image - sc.box_filter(image, 1), 0.0)
-    return out
 
 
 def auto_factor(rgb: np.ndarray, train_short_side: int = sc.DEFAULT_TRAIN_SHORT_SIDE) -> float:

@@ -34,6 +34,7 @@ def run_with(runner: FakeRunner, scenario: Callable[[Batcher], Awaitable[None]],
             max_batch=int(limits.get("max_batch", 4)),
             max_wait_s=limits.get("max_wait_s", 0.05),
             max_queue_tiles=int(limits.get("max_queue_tiles", 64)),
+            tile_pixels=int(limits.get("tile_pixels", 0)),
         )
         batcher.start()
         try:
@@ -194,17 +195,6 @@ def test_small_tiles_top_up_a_full_batch_to_the_pixels_of_max_batch_tiles(fake_r
         await request(batcher, crops(1, 0))
         assert asyncio.get_running_loop().time() - started < 1.0  # not the 5 s max_wait_s
 
-    metrics = Metrics()
-
-    async def main() -> None:
-        batcher = Batcher(fake_runner.run, metrics, 1, 5.0, 16, tile_pixels=T * T)
-        batcher.start()
-        try:
-            await asyncio.wait_for(scenario(batcher), timeout=20)
-        finally:
-            fake_runner.gate.set()
-            await batcher.stop()
-
-    asyncio.run(main())
+    metrics = run_with(fake_runner, scenario, max_batch=1, max_wait_s=5.0, tile_pixels=T * T)
     samples = {sample.name: sample.value for sample in metrics.batch_size.collect()[0].samples}
     assert (samples["derain_batch_size_count"], samples["derain_batch_size_sum"]) == (5, 4 + 1 + 2 + 1)

@@ -91,19 +91,19 @@ def test_on_the_cpu_an_ordinary_image_goes_through_whole(make_settings: Settings
 def test_auto_probes_a_large_image_and_keeps_the_size_rule_when_the_model_agrees(
     make_settings: SettingsFactory,
 ) -> None:
-    """963 x 1443 (three times the training size, so the size rule says 3/4 of 3): the probe crops
-    (64 px) go through the model first, then the working image at 2.25; a model that finds no rain
+    """963 x 1443 (three times the training size, so the size rule says 3): the probe crops
+    (64 px) go through the model first, then the working image at 3; a model that finds no rain
     anywhere does not move auto off it."""
     runner = NoRain()
     image = smooth(963, 1443)
     with serve(make_settings(), runner) as client:
         warm_up = len(runner.tiles_seen)
         response = client.post("/derain", content=png_bytes(image), headers=PNG)
-    assert response.status_code == 200 and response.headers["x-derain-scale"] == "2.25"
+    assert response.status_code == 200 and response.headers["x-derain-scale"] == "3"
     seen = runner.tiles_seen[warm_up:]
     prior, factors = sc.auto_candidates(963, 1443)
     probes = len(factors) * sc.probe_spots(963, 1443)
-    assert prior == 2.25 and probes == len([1.0, 2.25, 4.5, 8.0]) * 3
+    assert prior == 3.0 and probes == len([1.0, 1.5, 3.0, 6.0, 8.0]) * 3
     assert all(tile.shape == (3, 64, 64) for tile in seen[:probes])
     assert int(response.headers["x-derain-tiles"]) == len(seen) - probes
 

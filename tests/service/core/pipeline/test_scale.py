@@ -143,20 +143,20 @@ def test_auto_reads_the_streak_width_of_a_small_image(
     assert auto_factor(streaks(streak_px, 321, 481, angle)) == expected
 
 
-@pytest.mark.parametrize(("size", "expected"), [((642, 962), 1.5), ((963, 1443), 2.25), ((1284, 1924), 3.0)])
+@pytest.mark.parametrize(("size", "expected"), [((642, 962), 2.0), ((963, 1443), 3.0), ((1284, 1924), 4.0)])
 def test_auto_follows_the_image_size_when_the_streaks_agree(size: tuple[int, int], expected: float) -> None:
-    """Streaks that widen with the image, as in an enlarged photo: the size rule's factor (3/4 of the
-    size ratio) stands."""
+    """Streaks that widen with the image, as in an enlarged photo: the size rule's factor (the size
+    ratio) stands."""
     factor = size[0] / 321
     assert auto_factor(streaks(1.5 * factor, *size)) == expected
 
 
 def test_auto_for_a_model_trained_larger_starts_from_its_own_scale() -> None:
     prior, factors = sc.auto_candidates(1284, 1924, train_short_side=642)
-    assert prior == 1.5 and factors == [1.0, 1.5, 3.0, 6.0]  # 3/4 of 2; a quarter and half of it clamp to 1
-    assert sc.auto_candidates(1284, 1924) == (3.0, [1.0, 1.5, 3.0, 6.0, 8.0])  # 3/4 of 4; 12 clamps to 8
+    assert prior == 2.0 and factors == [1.0, 2.0, 4.0, 8.0]  # twice its size; a quarter and half clamp to 1
+    assert sc.auto_candidates(1284, 1924) == (4.0, [1.0, 2.0, 4.0, 8.0])  # 4x; 16 clamps to 8
     assert sc.auto_candidates(321, 481) == (1.0, [1.0, 2.0, 4.0])
-    assert sc.auto_candidates(2848, 4288) == (4.0, [1.0, 2.0, 4.0, 8.0])  # 3/4 of 8.9 is 6.7: capped
+    assert sc.auto_candidates(2848, 4288) == (4.0, [1.0, 2.0, 4.0, 8.0])  # 8.9: capped at 4
     assert sc.auto_candidates(100, 100) == (1.0, [1.0])  # no probe crop fits at 2
 
 

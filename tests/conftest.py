@@ -42,14 +42,15 @@ def _no_derain_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def make_tiny_model(seed: int = 0):  # -> mspfn.model.MSPFN
-    """A tiny network whose output differs from its input (the rain head is not left at zero)."""
+def make_tiny_model(seed: int = 0, attention_window: int = 0):  # -> mspfn.model.MSPFN
+    """A tiny network whose output differs from its input (the rain head is not left at zero); the
+    window changes only the pooling, so the weights are the same for every window."""
     import torch
 
     from mspfn.model import MSPFN, MSPFNConfig
 
     torch.manual_seed(seed)
-    model = MSPFN(MSPFNConfig.from_dict(TINY))
+    model = MSPFN(MSPFNConfig.from_dict({**TINY, "attention_window": attention_window}))
     with torch.no_grad():
         model.reconstruct.rain.weight.normal_(0.0, 0.05)
     return model.eval()

@@ -129,15 +129,10 @@ def test_fp16_export_keeps_fp32_io_and_passes_its_psnr_contract(tmp_path: Path, 
 def test_windowed_attention_exports_as_average_pools(tmp_path: Path, fp16: bool) -> None:
     """A model with attention_window: AveragePool (clipped at the borders) instead of a global pool, with
     parity at every size the exporter checks, the CPU rewrites and fp16 (where the pools stay fp32)."""
-    import dataclasses
-
     from mspfn.checkpoint import save_model
-    from mspfn.model import MSPFN
     from tests.conftest import make_tiny_model
 
-    base = make_tiny_model()
-    model = MSPFN(dataclasses.replace(base.config, attention_window=64))
-    model.load_state_dict(base.state_dict())
+    model = make_tiny_model(attention_window=64)
     weights = tmp_path / "windowed.safetensors"
     save_model(weights, model, "tiny")
     out = tmp_path / "windowed.onnx"

@@ -97,34 +97,36 @@ data/val/fine: | venv
 	$(PY) -m mspfn.synthrain --clean $(CLEAN) --split val --recipe fine --seed 3 --max-side 481 --out $@
 
 # The general model (weights/mspfn-lite.safetensors): from the RainTrainL specialist, RainTrainL pairs
-# mixed with rain rendered on the fly on the training part of clean/, crops rescaled 0.5-2x.
-GENERAL_ARGS := --preset lite --train ../shared/data/train/RainTrainL --synth $(CLEAN) --synth-weight 0.7 \
+# mixed with rain rendered on the fly on the training part of clean/, crops rescaled 0.5-2x. Each stage
+# names its share of synthetic patches (--synth-weight).
+GENERAL_ARGS := --preset lite --train ../shared/data/train/RainTrainL --synth $(CLEAN) \
 	--scale 0.5 2 --val ../shared/data/val/Rain12 --val data/val/heavy --val data/val/mixed \
 	--l2-warmup 0 --patch 96 --batch 8 --ema 0.99 --val-every 250 --no-progress
 general: venv valsets
 	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --init weights/mspfn-lite-raintrainl.safetensors \
-		--recipe mixed --out runs/general --steps 3250 --lr 3e-4 --warmup 100
+		--synth-weight 0.7 --recipe mixed --out runs/general --steps 3250 --lr 3e-4 --warmup 100
 
 # Its stage 2 (weights/mspfn-lite-fine.safetensors): from stage 1's best, the `general` recipe (mixed +
 # real photos' fine rain), also validated on data/val/fine.
 general-fine: venv valsets
 	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --init runs/general/best.safetensors \
-		--recipe general --val data/val/fine --out runs/general-fine --steps 1250 --lr 1.4e-4 --warmup 0
+		--synth-weight 0.7 --recipe general --val data/val/fine --out runs/general-fine --steps 1250 \
+		--lr 1.4e-4 --warmup 0
 
 # Its stage 3: from the average of stage 1's best and stage 2 (a model soup), with channel attention
 # over 128 px of the input instead of the whole image, so tiled and whole-image output agree (the
 # cosine was set to 2,000 steps and shortened to 1,000 at step 265: this machine ran at ~0.3 step/s).
 general-local: venv valsets
 	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --init runs/general/best.safetensors \
-		--init weights/mspfn-lite-fine.safetensors --attention-window 128 --recipe general \
-		--val data/val/fine --out runs/general-local --steps 1000 --lr 1.5e-4 --warmup 50
+		--init weights/mspfn-lite-fine.safetensors --attention-window 128 --synth-weight 0.7 \
+		--recipe general --val data/val/fine --out runs/general-local --steps 1000 --lr 1.5e-4 --warmup 50
 
 # Stage 4 (started, not finished or published): from stage 3's best at a low learning rate, with half
 # the patches from RainTrainL instead of 30%, to win back Rain12 (it fell while the fine set rose) and
 # keep climbing on heavy rain. Resumes from runs/general-polish/last.safetensors.
 general-polish: venv valsets
-	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --synth-weight 0.5 --init runs/general-local/best.safetensors \
-		--attention-window 128 --recipe general --val data/val/fine --out runs/general-polish \
+	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --init runs/general-local/best.safetensors \
+		--attention-window 128 --synth-weight 0.5 --recipe general --val data/val/fine --out runs/general-polish \
 		--steps 2000 --lr 5e-5 --warmup 0
 
 clean:

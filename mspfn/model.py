@@ -127,9 +127,10 @@ def attention_pool(window: int, stride: int) -> nn.Module:
 
 
 class RCAB(nn.Module):
-    """Residual channel-attention block (the paper's CAU): x + f(x) * s(pool(f(x)))."""
+    """Residual channel-attention block (the paper's CAU): x + f(x) * s(pool(f(x))); `pool` is
+    `attention_pool`'s (global, the paper's, or a window)."""
 
-    def __init__(self, channels: int, reduction: int, pool: nn.Module | None = None) -> None:
+    def __init__(self, channels: int, reduction: int, pool: nn.Module) -> None:
         super().__init__()
         squeezed = max(1, channels // reduction)
         self.body = nn.Sequential(
@@ -138,7 +139,7 @@ class RCAB(nn.Module):
             conv3(channels, channels, bias=True),
         )
         self.attention = nn.Sequential(
-            pool if pool is not None else nn.AdaptiveAvgPool2d(1),
+            pool,
             nn.Conv2d(channels, squeezed, 1),
             nn.PReLU(squeezed, init=0.0),
             nn.Conv2d(squeezed, channels, 1),

@@ -8,6 +8,7 @@ Scale triples run coarse to fine everywhere, as the paper writes N: (1/4, 1/2, 1
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -66,6 +67,11 @@ PRESETS: dict[str, MSPFNConfig] = {
     # CPU serving: same graph, narrower and shallower (see mspfn.complexity for its MACs/pixel).
     "lite": MSPFNConfig(
         width=32, stages=8, rcabs=(1, 1, 1), lstm_in=16, lstm_hidden=(16, 16, 32), recon_width=16
+    ),
+    # lite with the training script's N = (1, 3, 3): the capacity step up (0.33 M MAC/px); grows from a
+    # lite checkpoint (`grow_state`), its extra RCABs starting as identities.
+    "lite-133": MSPFNConfig(
+        width=32, stages=8, rcabs=(1, 3, 3), lstm_in=16, lstm_hidden=(16, 16, 32), recon_width=16
     ),
 }
 
@@ -318,6 +324,35 @@ def derain(model: MSPFN, image: Tensor) -> Tensor:
     return model(padded)[..., :height, :width]
 
 
+_EXTRA_RCAB = re.compile(r"\.rcabs\.[1-9][0-9]*\.")  # the 2nd and later RCAB of a U-block
+
+
+def grow_state(model: MSPFN, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A checkpoint's state dict made to fit `model`, which may have more RCABs per U-block (lite ->
+    lite-133) but is otherwise the same network. Every tensor of the checkpoint is kept; each extra
+    RCAB keeps `model`'s fresh initialisation except its body's last convolution, zeroed, so the block
+    starts as the identity (x + 0 * attention) and the grown network computes exactly what the
+    checkpoint did (zero-initialised residual branches: Goyal et al. 2017; deepening as in Net2Net,
+    Chen et al. 2016). Raises ValueError for any other mismatch."""
+    target = model.state_dict()
+    unknown = sorted(set(state) - set(target))
+    if unknown:
+        raise ValueError(f"the checkpoint has tensors this network lacks, e.g. {unknown[0]}")
+    grown: dict[str, Tensor] = {}
+    for key, fresh in target.items():
+        if key in state:
+            if state[key].shape != fresh.shape:
+                raise ValueError(
+                    f"{key}: {tuple(state[key].shape)} in the checkpoint, {tuple(fresh.shape)} here"
+                )
+            grown[key] = state[key]
+        elif _EXTRA_RCAB.search(key) is None:
+            raise ValueError(f"the checkpoint lacks {key}")
+        else:
+            grown[key] = torch.zeros_like(fresh) if ".body.2." in key else fresh
+    return grown
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -329,6 +364,7 @@ __all__ = [
     "PRESETS",
     "count_parameters",
     "derain",
+    "grow_state",
     "pad_to_multiple",
     "preset",
 ]

@@ -51,6 +51,10 @@ def describe(run_args: dict[str, object], run: Path) -> str:
         start = f"from the average of {' and '.join(inits)} (a model soup)"
     else:
         start = f"from {inits[0]}" if inits else "from scratch"
+    grown_from = _preset_of(inits[0]) if inits else None
+    if grown_from is not None and grown_from != run_args.get("preset"):
+        grown = f"a {grown_from} checkpoint grown into {run_args['preset']}"
+        start += f" ({grown}: the extra RCABs start as identities)"
     scale = run_args.get("scale") or [1.0, 1.0]
     rescaled = f", rescaled {scale[0]}-{scale[1]}x (log-uniform)" if scale[0] != scale[1] else ""  # type: ignore[index]
     parts = [
@@ -73,6 +77,11 @@ def describe(run_args: dict[str, object], run: Path) -> str:
     if float(str(run_args.get("ema", 0))) > 0:
         parts.append(f"weights averaged (EMA {run_args['ema']}), the average validated and kept")
     return "; ".join(parts) + f"; curve in {run}/log.jsonl"
+
+
+def _preset_of(path: str) -> str | None:
+    """The preset a checkpoint records, or None when it is not on this machine."""
+    return read_metadata(path).get("preset") if Path(path).is_file() else None
 
 
 def previous_stages(card: dict[str, object]) -> list[dict[str, object]]:

@@ -41,7 +41,7 @@ from mspfn.checkpoint import load_model, load_tensors, read_metadata, save_model
 from mspfn.data import MixedSampler, PatchSampler, RainMaker, SynthSampler, load_pairs, load_rgb
 from mspfn.evaluate import model_predictor, score
 from mspfn.losses import l2_loss, mspfn_loss
-from mspfn.model import MSPFN, preset
+from mspfn.model import MSPFN, grow_state, preset
 from mspfn.synthrain import clean_images, recipe_named, render, split_clean
 
 
@@ -175,7 +175,11 @@ def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mspfn.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="lite", help="network preset: lite, paper, paper-133")
+    parser.add_argument(
+        "--preset",
+        default="lite",
+        help="network preset: lite, lite-133 (an --init of lite grows into it), paper, paper-133",
+    )
     parser.add_argument(
         "--attention-window", type=int, default=0, metavar="PX",
         help="channel attention over a PX-wide window of the input instead of the whole image (0: "
@@ -251,8 +255,10 @@ def _train(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     config = dataclasses.replace(preset(args.preset), attention_window=args.attention_window)
     model = MSPFN(config).to(device)
-    if args.init:  # weights only: the pooling has none, so a global-attention model starts a windowed one
-        model.load_state_dict(average_weights([load_model(path)[0].state_dict() for path in args.init]))
+    if args.init:  # weights only: the pooling has none, so a global-attention model starts a windowed one;
+        # a lite checkpoint starts a lite-133 network (grow_state: its extra RCABs begin as identities)
+        states = [load_model(path)[0].state_dict() for path in args.init]
+        model.load_state_dict(grow_state(model, average_weights(states)))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     ema = ema_of(model, args.ema) if args.ema > 0 else None
     schedule = Schedule(args.lr, args.lr_min, args.warmup, args.steps)

@@ -13,10 +13,11 @@ from mspfn.model import (
     MSPFNConfig,
     count_parameters,
     derain,
+    grow_state,
     pad_to_multiple,
     preset,
 )
-from tests.conftest import make_tiny_model
+from tests.conftest import TINY, make_tiny_model
 
 
 @pytest.mark.slow  # builds or runs a network in torch
@@ -180,3 +181,47 @@ def test_windowed_attention_keeps_the_output_local() -> None:
             moved[window] = float((model(image) - model(changed))[..., 192:].abs().max())
     assert moved[0] > 1e-4
     assert moved[32] == 0.0
+
+
+def test_a_checkpoint_grows_into_a_network_with_more_rcabs_that_computes_the_same() -> None:
+    """lite -> lite-133: the extra RCABs start as identities, so the grown network's output is the
+    checkpoint's, and their zeroed last convolution still gets a gradient (it learns from step one)."""
+    small = make_tiny_model(seed=3)
+    grown = MSPFN(MSPFNConfig.from_dict({**TINY, "rcabs": (1, 3, 3)})).eval()
+    state = grow_state(grown, small.state_dict())
+    grown.load_state_dict(state)
+    image = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = small(image)
+        assert (expected - image).abs().max() > 1e-3  # the checkpoint really changes the image
+        assert torch.allclose(grown(image), expected, atol=1e-6)
+    extra = [key for key in state if key not in small.state_dict()]
+    assert len(extra) == 4 * len([k for k in small.state_dict() if ".block1.rcabs.0." in k])  # 2 + 2 RCABs
+    for block in ("block2", "block1"):
+        for index in (1, 2):
+            prefix = f"stages.0.{block}.rcabs.{index}."
+            assert not state[prefix + "body.2.weight"].any() and not state[prefix + "body.2.bias"].any()
+            assert state[prefix + "body.0.weight"].abs().sum() > 0  # the rest keeps its fresh init
+    grown.train()
+    (grown(image) - 0.5 * image).abs().mean().backward()
+    last = grown.stages[0].block1.rcabs[2].body[2].weight
+    assert last.grad is not None and last.grad.abs().sum() > 0
+
+
+def test_growing_refuses_any_other_difference() -> None:
+    small = make_tiny_model()
+    grown = MSPFN(MSPFNConfig.from_dict({**TINY, "rcabs": (1, 3, 3)}))
+    with pytest.raises(ValueError, match="tensors this network lacks"):  # shrinking drops trained blocks
+        grow_state(small, grown.state_dict())
+    with pytest.raises(ValueError, match=r"in the checkpoint, .* here"):
+        grow_state(MSPFN(MSPFNConfig.from_dict({**TINY, "width": 12})), small.state_dict())
+    with pytest.raises(ValueError, match="the checkpoint lacks stages.1"):
+        grow_state(MSPFN(MSPFNConfig.from_dict({**TINY, "stages": 2})), small.state_dict())
+
+
+def test_lite_133_is_the_capacity_step_up_within_the_budget() -> None:
+    """The issue allows up to about 0.5 M MAC/px; lite-133 is lite with N = (1, 3, 3)."""
+    lite, bigger = preset("lite"), preset("lite-133")
+    assert bigger.rcabs == (1, 3, 3) and {**bigger.to_dict(), "rcabs": lite.rcabs} == lite.to_dict()
+    macs = macs_per_pixel(MSPFN(bigger), 64, 64)
+    assert macs_per_pixel(MSPFN(lite), 64, 64) < macs <= 500_000

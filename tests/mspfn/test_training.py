@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -251,3 +252,39 @@ def test_cli_starts_a_windowed_run_from_the_average_of_two_checkpoints(tmp_path:
     text = describe(run_args, out)
     assert f"from the average of {first} and {second} (a model soup)" in text
     assert "channel attention over a 48 px window of the input" in text
+
+
+def test_cli_grows_a_checkpoint_into_the_larger_preset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--preset lite-133 --init LITE`: the run starts from the lite weights, computing what they did."""
+    import mspfn.train as train_module
+    from mspfn.checkpoint import load_model, save_model
+    from mspfn.model import MSPFN, MSPFNConfig
+    from mspfn.publish import describe
+
+    small = MSPFNConfig(width=8, stages=1, lstm_in=4, lstm_hidden=(4, 4, 4), recon_width=4)
+    monkeypatch.setitem(
+        train_module.__dict__,
+        "preset",
+        lambda name: replace(small, rcabs=(1, 3, 3)) if name == "lite-133" else small,
+    )
+    torch.manual_seed(5)
+    model = MSPFN(small)
+    with torch.no_grad():
+        model.reconstruct.rain.weight.normal_(0.0, 0.05)
+    init = tmp_path / "lite.safetensors"
+    save_model(init, model, "lite")
+    data = write_pairs(tmp_path / "data", 2)
+    out = tmp_path / "run"
+    argv = ["--train", str(data), "--val", str(data), "--out", str(out), "--patch", "32", "--batch", "2"]
+    argv += ["--steps", "1", "--val-every", "1", "--warmup", "1", "--lr", "1e-12", "--lr-min", "1e-12"]
+    argv += ["--preset", "lite-133", "--init", str(init), "--ema", "0"]
+    assert main([*argv, "--no-progress", "--threads", "1"]) == 0
+    trained, metadata = load_model(out / "best.safetensors")
+    assert trained.config.rcabs == (1, 3, 3) and metadata["preset"] == "lite-133"
+    text = describe(json.loads(metadata["args"]), out)
+    assert f"from {init} (a lite checkpoint grown into lite-133: the extra RCABs start as identities)" in text
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(trained(image), model.eval()(image), atol=1e-5)

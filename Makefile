@@ -10,7 +10,7 @@ INT8 := models/mspfn-lite-int8.onnx
 # `make run MODEL=PATH` serves another exported model (the int8 one is an experiment: see README)
 MODEL ?= $(FP32)
 
-.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general general-fine general-local general-polish rain12-enlarged
+.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general general-fine general-local general-polish capacity rain12-enlarged
 
 venv: $(VENV)/.installed
 
@@ -99,7 +99,7 @@ data/val/fine: | venv
 # The general model (weights/mspfn-lite.safetensors): from the RainTrainL specialist, RainTrainL pairs
 # mixed with rain rendered on the fly on the training part of clean/, crops rescaled 0.5-2x. Each stage
 # names its share of synthetic patches (--synth-weight).
-GENERAL_ARGS := --preset lite --train ../shared/data/train/RainTrainL --synth $(CLEAN) \
+GENERAL_ARGS := --train ../shared/data/train/RainTrainL --synth $(CLEAN) \
 	--scale 0.5 2 --val ../shared/data/val/Rain12 --val data/val/heavy --val data/val/mixed \
 	--l2-warmup 0 --patch 96 --batch 8 --ema 0.99 --val-every 250 --no-progress
 general: venv valsets
@@ -128,6 +128,15 @@ general-polish: venv valsets
 	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --init runs/general-local/best.safetensors \
 		--attention-window 128 --synth-weight 0.5 --recipe general --val data/val/fine --out runs/general-polish \
 		--steps 2000 --lr 5e-5 --warmup 0
+
+# Capacity, measured before choosing (issue: up to ~0.5 M MAC/px allowed): the same fine-tune from the
+# shipped model for lite (0.24 M MAC/px) and for lite-133 (0.33 M; grown from it, its extra RCABs start
+# as identities, so both start from the same output). Run side by side, one thread each.
+CAPACITY_ARGS := $(GENERAL_ARGS) --init runs/general-polish/best.safetensors --attention-window 128 \
+	--synth-weight 0.5 --recipe general --val data/val/fine --steps 1000 --lr 1e-4 --warmup 20 --threads 1
+capacity: venv valsets
+	nice -n 10 $(PY) -m mspfn.train $(CAPACITY_ARGS) --preset lite --out runs/capacity-lite & \
+	nice -n 10 $(PY) -m mspfn.train $(CAPACITY_ARGS) --preset lite-133 --out runs/capacity-133; wait
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

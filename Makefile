@@ -121,22 +121,22 @@ general-local: venv valsets
 		--init weights/mspfn-lite-fine.safetensors --attention-window 128 --synth-weight 0.7 \
 		--recipe general --val data/val/fine --out runs/general-local --steps 1000 --lr 1.5e-4 --warmup 50
 
-# Stage 4 (started, not finished or published): from stage 3's best at a low learning rate, with half
-# the patches from RainTrainL instead of 30%, to win back Rain12 (it fell while the fine set rose) and
-# keep climbing on heavy rain. Resumes from runs/general-polish/last.safetensors.
+# Stage 4, the shipped model (its step 1,000; stopped at 1,081): from stage 3's best at a low learning
+# rate, with half the patches from RainTrainL instead of 30%, to win back Rain12 (it fell while the fine
+# set rose). Resumes from runs/general-polish/last.safetensors.
 general-polish: venv valsets
 	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --init runs/general-local/best.safetensors \
-		--attention-window 128 --synth-weight 0.5 --recipe general --val data/val/fine --out runs/general-polish \
-		--steps 2000 --lr 5e-5 --warmup 0
+		--attention-window 128 --synth-weight 0.5 --recipe general --val data/val/fine \
+		--out runs/general-polish --steps 2000 --lr 5e-5 --warmup 0
 
 # Capacity, measured before choosing (issue: up to ~0.5 M MAC/px allowed): the same fine-tune from the
 # shipped model for lite (0.24 M MAC/px) and for lite-133 (0.33 M; grown from it, its extra RCABs start
-# as identities, so both start from the same output). Run side by side, one thread each.
+# as identities, so both start from the same output). Run side by side, one thread each; fails if either does.
 CAPACITY_ARGS := $(GENERAL_ARGS) --init runs/general-polish/best.safetensors --attention-window 128 \
 	--synth-weight 0.5 --recipe general --val data/val/fine --steps 1000 --lr 1e-4 --warmup 20 --threads 1
 capacity: venv valsets
-	nice -n 10 $(PY) -m mspfn.train $(CAPACITY_ARGS) --preset lite --out runs/capacity-lite & \
-	nice -n 10 $(PY) -m mspfn.train $(CAPACITY_ARGS) --preset lite-133 --out runs/capacity-133; wait
+	nice -n 10 $(PY) -m mspfn.train $(CAPACITY_ARGS) --preset lite --out runs/capacity-lite & lite=$$!; \
+	nice -n 10 $(PY) -m mspfn.train $(CAPACITY_ARGS) --preset lite-133 --out runs/capacity-133 && wait $$lite
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

@@ -233,20 +233,19 @@ def scale(model: Path, quick: bool = False) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     runner = load_from_settings(Settings(model_path=model, providers=["CPUExecutionProvider"]))
     with running_service(model, request_timeout_s="1800") as (url, _), httpx.Client(timeout=1800) as client:
-        factors: set[str] = set()
 
-        def derain(body: bytes, media: str, choice: str = "auto") -> float:
-            """Seconds for one request; records the factor the service used."""
+        def derain(body: bytes, media: str, choice: str = "auto") -> tuple[float, str]:
+            """Seconds for one request, and the factor the service used."""
             started = time.perf_counter()
             response = client.post(
                 f"{url}/derain?scale={choice}", content=body, headers={"Content-Type": media}
             )
             elapsed = time.perf_counter() - started
             response.raise_for_status()
-            factors.add(response.headers["X-Derain-Scale"])
-            return elapsed
+            return elapsed, response.headers["X-Derain-Scale"]
 
         http, whole = [], []
+        factors: set[str] = set()
         for path in images:
             body = path.read_bytes()
             with Image.open(path) as image:
@@ -255,10 +254,11 @@ def scale(model: Path, quick: bool = False) -> list[dict[str, object]]:
             derain(body, "image/png")
             runner.run(batch)
             samples = [
-                (derain(body, "image/png"), _timed(partial(runner.run, batch))) for _ in range(repeats)
+                (*derain(body, "image/png"), _timed(partial(runner.run, batch))) for _ in range(repeats)
             ]
-            http.append(float(np.median([sample[0] for sample in samples])))
-            whole.append(float(np.median([sample[1] for sample in samples])))
+            http.append(float(np.median([seconds for seconds, _, _ in samples])))
+            whole.append(float(np.median([seconds for _, _, seconds in samples])))
+            factors.update(factor for _, factor, _ in samples)
         rows.append(
             {
                 "case": f"Rain12 {len(images)} images 481x321, default (auto)",
@@ -277,9 +277,8 @@ def scale(model: Path, quick: bool = False) -> list[dict[str, object]]:
             used: dict[str, str] = {}
             for _ in range(2):
                 for choice in times:
-                    factors.clear()
-                    times[choice].append(derain(body, "image/jpeg", choice))
-                    used[choice] = factors.pop()
+                    seconds, used[choice] = derain(body, "image/jpeg", choice)
+                    times[choice].append(seconds)
             default_s, full_s = float(np.median(times["auto"])), float(np.median(times["1"]))
             rows.append(
                 {

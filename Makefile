@@ -10,7 +10,7 @@ INT8 := models/mspfn-lite-int8.onnx
 # `make run MODEL=PATH` serves another exported model (the int8 one is an experiment: see README)
 MODEL ?= $(FP32)
 
-.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general general-fine general-local general-polish capacity rain12-enlarged
+.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general general-fine general-local general-polish capacity general-wide rain12-enlarged
 
 venv: $(VENV)/.installed
 
@@ -137,6 +137,17 @@ CAPACITY_ARGS := $(GENERAL_ARGS) --init runs/general-polish/best.safetensors --a
 capacity: venv valsets
 	nice -n 10 $(PY) -m mspfn.train $(CAPACITY_ARGS) --preset lite --out runs/capacity-lite & lite=$$!; \
 	nice -n 10 $(PY) -m mspfn.train $(CAPACITY_ARGS) --preset lite-133 --out runs/capacity-133 && wait $$lite
+
+# Stage 5: from capacity-lite's best (the lite run of `make capacity`), 128 px patches instead of 96 (the
+# 1/4-scale branch then sees 32 px, not 24), side by side at two shares of synthetic patches (0.5 and
+# 0.35: the second gives RainTrainL more weight, for Rain12), one thread each; their average is measured
+# too (fine-tunes of one model average well). Fails if either run does.
+WIDE_ARGS := $(GENERAL_ARGS) --init runs/capacity-lite/best.safetensors --attention-window 128 \
+	--recipe general --val data/val/fine --patch 128 --val-every 200 --steps 800 --lr 1e-4 --warmup 20 \
+	--threads 1
+general-wide: venv valsets
+	nice -n 10 $(PY) -m mspfn.train $(WIDE_ARGS) --synth-weight 0.5 --out runs/wide-50 & a=$$!; \
+	nice -n 10 $(PY) -m mspfn.train $(WIDE_ARGS) --synth-weight 0.35 --out runs/wide-35 && wait $$a
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

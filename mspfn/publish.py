@@ -120,6 +120,16 @@ def evaluate(weights: Path, data: Path) -> dict[str, object]:
     return result
 
 
+def last_step(run: Path) -> int:
+    """How far the run went: its `last` checkpoint's step, or, where only `best` and the log were kept
+    (a finished run's training state need not be), the log's last validated step."""
+    last = run / "last.safetensors"
+    if last.exists():
+        return int(json.loads(read_metadata(last)["training"])["step"])
+    lines = (run / "log.jsonl").read_text().splitlines()
+    return max(int(json.loads(line)["step"]) for line in lines if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mspfn.publish", description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="training run folder")
@@ -146,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copyfile(args.run / "best.safetensors", target)
     model, metadata = load_model(target)
     training = json.loads(metadata.get("training", "{}"))
-    last = json.loads(read_metadata(args.run / "last.safetensors")["training"])
+    steps_run = last_step(args.run)
     run_args = json.loads(metadata.get("args", "{}"))
     recipe = args.recipe or describe(run_args, args.run)
     val_sets = args.val or [Path("../shared/data/val/Rain12")]
@@ -156,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "init": str(earlier["file"]) if earlier else None,
         "recipe": recipe,
         "steps": training.get("step"),
-        "steps_run": last["step"],
+        "steps_run": steps_run,
         "wall_time_s": training.get("seconds"),
         "hardware": args.hardware or hardware(),
     }

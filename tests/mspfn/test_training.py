@@ -190,6 +190,13 @@ def test_publish_writes_weights_and_a_card_with_every_stage(tmp_path: Path) -> N
     expected = score(model_predictor(model), load_pairs(data), progress=False)
     assert card["validation"]["psnr"] == pytest.approx(expected["psnr"], abs=1e-6)
     assert card["validation"]["psnr"] == pytest.approx(best["val_psnr"], abs=1e-6)
+    assert card["stages"][1]["steps_run"] == 4
+    # A finished run kept without its training state (only best + log) still publishes: steps_run
+    # comes from the log's last validation.
+    (run / "last.safetensors").unlink()
+    argv = ["--run", str(run), "--name", "n", "--weights-dir", str(tmp_path / "w"), "--val", str(data)]
+    assert publish(argv) == 0
+    assert json.loads((tmp_path / "w" / "n.json").read_text())["stages"][0]["steps_run"] == 4
 
 
 @pytest.mark.usefixtures("tiny_preset")

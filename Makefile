@@ -121,7 +121,7 @@ general-local: venv valsets
 		--init weights/mspfn-lite-fine.safetensors --attention-window 128 --synth-weight 0.7 \
 		--recipe general --val data/val/fine --out runs/general-local --steps 1000 --lr 1.5e-4 --warmup 50
 
-# Stage 4, the shipped model (its step 1,000; stopped at 1,081): from stage 3's best at a low learning
+# Stage 4, the previous default (its step 1,000; stopped at 1,081): from stage 3's best at a low learning
 # rate, with half the patches from RainTrainL instead of 30%, to win back Rain12 (it fell while the fine
 # set rose). Resumes from runs/general-polish/last.safetensors.
 general-polish: venv valsets
@@ -129,19 +129,20 @@ general-polish: venv valsets
 		--attention-window 128 --synth-weight 0.5 --recipe general --val data/val/fine \
 		--out runs/general-polish --steps 2000 --lr 5e-5 --warmup 0
 
-# Capacity, measured before choosing (issue: up to ~0.5 M MAC/px allowed): the same fine-tune from the
-# shipped model for lite (0.24 M MAC/px) and for lite-133 (0.33 M; grown from it, its extra RCABs start
+# Capacity, measured before choosing (issue: up to ~0.5 M MAC/px allowed): the same fine-tune from
+# stage 4 for lite (0.24 M MAC/px) and for lite-133 (0.33 M; grown from it, its extra RCABs start
 # as identities, so both start from the same output). Run side by side, one thread each; fails if either does.
+# Its lite run's best (step 500) is stage 5, the shipped model.
 CAPACITY_ARGS := $(GENERAL_ARGS) --init runs/general-polish/best.safetensors --attention-window 128 \
 	--synth-weight 0.5 --recipe general --val data/val/fine --steps 1000 --lr 1e-4 --warmup 20 --threads 1
 capacity: venv valsets
 	nice -n 10 $(PY) -m mspfn.train $(CAPACITY_ARGS) --preset lite --out runs/capacity-lite & lite=$$!; \
 	nice -n 10 $(PY) -m mspfn.train $(CAPACITY_ARGS) --preset lite-133 --out runs/capacity-133 && wait $$lite
 
-# Stage 5: from capacity-lite's best (the lite run of `make capacity`), 128 px patches instead of 96 (the
+# Stage 6 (in progress): from stage 5 (capacity-lite's best), 128 px patches instead of 96 (the
 # 1/4-scale branch then sees 32 px, not 24), side by side at two shares of synthetic patches (0.5 and
-# 0.35: the second gives RainTrainL more weight, for Rain12), one thread each; their average is measured
-# too (fine-tunes of one model average well). Fails if either run does.
+# 0.35: the second gives RainTrainL more weight, for Rain12), one thread each; measure their average
+# afterwards (fine-tunes of one model average well). Fails if either run does.
 WIDE_ARGS := $(GENERAL_ARGS) --init runs/capacity-lite/best.safetensors --attention-window 128 \
 	--recipe general --val data/val/fine --patch 128 --val-every 200 --steps 800 --lr 1e-4 --warmup 20 \
 	--threads 1

@@ -10,7 +10,7 @@ INT8 := models/mspfn-lite-int8.onnx
 # `make run MODEL=PATH` serves another exported model (the int8 one is an experiment: see README)
 MODEL ?= $(FP32)
 
-.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general general-fine general-local general-polish capacity general-wide rain12-enlarged
+.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general general-fine general-local general-polish capacity general-wide general-wider rain12-enlarged
 
 venv: $(VENV)/.installed
 
@@ -149,6 +149,15 @@ WIDE_ARGS := $(GENERAL_ARGS) --init runs/capacity-lite/best.safetensors --attent
 general-wide: venv valsets
 	nice -n 10 $(PY) -m mspfn.train $(WIDE_ARGS) --synth-weight 0.5 --out runs/wide-50 & a=$$!; \
 	nice -n 10 $(PY) -m mspfn.train $(WIDE_ARGS) --synth-weight 0.35 --out runs/wide-35 && wait $$a
+
+# Stage 7 (in progress): from the average of stage 6's two runs' bests (wide-50 at step 400, wide-35 at
+# step 800), 160 px patches (the 1/4-scale branch sees 40 px), 0.35 synthetic, a lower peak rate, both
+# threads. Resumes from runs/wider/last.safetensors.
+general-wider: venv valsets
+	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --init runs/wide-50/best.safetensors \
+		--init runs/wide-35/best.safetensors --attention-window 128 --recipe general --val data/val/fine \
+		--synth-weight 0.35 --patch 160 --val-every 200 --steps 600 --lr 5e-5 --warmup 10 --threads 2 \
+		--out runs/wider
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

@@ -3,11 +3,15 @@
     .venv/bin/python docs/make_real_grid.py --model models/mspfn-lite.onnx --out docs/real-grid.jpg
     .venv/bin/python docs/make_real_grid.py --photos 91@600,1900 91@2200,1500 --crop 600 400 \
         --out docs/large-photo-crop.jpg
+    .venv/bin/python docs/make_real_grid.py --photos 91@2200,1500 --crop 400 300 --scales auto 3 2 \
+        --out docs/large-photo-scales.jpg
 
 Each photo goes through the `derain` CLI's local backend (the service's own Derainer, default settings:
 scale=auto, default tiling); each row is a crop of the original beside the same crop of the result,
 pixel for pixel (no resizing), with the photo's name and size. A photo named NAME@X,Y is cropped with
-its top-left corner at (X, Y) instead of its centre; one photo may appear in several rows.
+its top-left corner at (X, Y) instead of its centre; one photo may appear in several rows. With
+`--scales`, each row holds the original and one result per working scale named (`auto` or a factor,
+as `derain --scale` takes them).
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         "--photos", nargs="+", default=list(PHOTOS), help="NAME or NAME@X,Y in RealSIRR147/rain"
     )
     parser.add_argument("--crop", type=int, nargs=2, default=list(CROP), metavar=("W", "H"), help="each side")
+    parser.add_argument(
+        "--scales", nargs="+", default=["auto"], help="one result column per working scale (auto or 1-8)"
+    )
     args = parser.parse_args(argv)
     spots = [parse_spot(text) for text in args.photos]
     size = (args.crop[0], args.crop[1])
@@ -61,25 +68,24 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         sources = [REAL / f"{name}.jpg" for name in dict.fromkeys(name for name, _ in spots)]
-        command = [
-            str(derain),
-            *map(str, sources),
-            "-o",
-            folder,
-            "--format",
-            "png",
-            "--model",
-            str(args.model),
-        ]
-        subprocess.run(command, check=True)
+        for scale in args.scales:
+            command = [str(derain), *map(str, sources), "-o", str(Path(folder) / scale)]
+            command += ["--format", "png", "--model", str(args.model), "--scale", scale]
+            subprocess.run(command, check=True)
         for name, corner in spots:
             source = REAL / f"{name}.jpg"
             before = np.asarray(Image.open(source).convert("RGB"))
-            after = np.asarray(Image.open(Path(folder) / f"{source.stem}.png").convert("RGB"))
-            row = np.concatenate([crop(before, size, corner), crop(after, size, corner)], axis=1)
+            cells = [crop(before, size, corner)]
+            for scale in args.scales:
+                after = np.asarray(Image.open(Path(folder) / scale / f"{source.stem}.png").convert("RGB"))
+                cells.append(crop(after, size, corner))
+            row = np.concatenate(cells, axis=1)
             picture = Image.fromarray(row)
             where = f", at {corner[0]},{corner[1]}" if corner is not None else ""
-            label = f"{source.name} ({before.shape[1]}x{before.shape[0]}{where}): before | after"
+            afters = (
+                " | ".join(f"scale={scale}" for scale in args.scales) if args.scales != ["auto"] else "after"
+            )
+            label = f"{source.name} ({before.shape[1]}x{before.shape[0]}{where}): before | {afters}"
             draw = ImageDraw.Draw(picture)
             draw.rectangle((0, 0, 8 + 6 * len(label), 15), fill=(0, 0, 0))
             draw.text((4, 2), label, fill=(255, 255, 255))

@@ -46,6 +46,11 @@ def save_model(
     tmp.replace(path)
 
 
+def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The uniform average of state dicts of one architecture (Wortsman et al. 2022, "model soups")."""
+    return {key: torch.stack([state[key].float() for state in states]).mean(dim=0) for key in states[0]}
+
+
 def read_metadata(path: Path | str) -> dict[str, str]:
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}

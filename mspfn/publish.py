@@ -9,6 +9,12 @@ steps, wall time, hardware, and the measured PSNR/SSIM.
 A run that started from earlier weights (`train --init`) is one stage of a longer training: with
 `--init-card CARD` (the card of those weights; read before it is overwritten) the new card lists every
 stage, and `steps` and `wall_time_s` are the totals over the stages.
+
+`--run` given more than once publishes a model soup (Wortsman et al. 2022): the uniform average of the
+runs' best checkpoints, which must be fine-tunes of one model. The soup is one stage; its steps and wall
+time are the runs' sums (the compute they took), and its recipe describes each run.
+
+    python -m mspfn.publish --run runs/wide-50 --run runs/wide-35 --name mspfn-lite --init-card card.json
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mspfn.checkpoint import file_sha256, load_model, read_metadata
+from mspfn.checkpoint import average_weights, file_sha256, load_model, read_metadata, save_model
 from mspfn.complexity import macs_per_pixel
 from mspfn.model import count_parameters
 
@@ -130,9 +136,55 @@ def last_step(run: Path) -> int:
     return max(int(json.loads(line)["step"]) for line in lines if line.strip())
 
 
+def write_soup(runs: list[Path], target: Path) -> None:
+    """Average the runs' best checkpoints into TARGET, recording each run's training position and
+    arguments (the first run's arguments stand for the soup's data)."""
+    loaded = [load_model(run / "best.safetensors") for run in runs]
+    configs = {json.dumps(model.config.to_dict(), sort_keys=True) for model, _ in loaded}
+    presets = {metadata["preset"] for _, metadata in loaded}
+    if len(configs) > 1 or len(presets) > 1:
+        raise SystemExit("a soup needs runs of one architecture: " + ", ".join(map(str, runs)))
+    model = loaded[0][0]
+    model.load_state_dict(average_weights([m.state_dict() for m, _ in loaded]))
+    trainings = [json.loads(metadata.get("training", "{}")) for _, metadata in loaded]
+    training = {
+        "step": sum(int(t.get("step") or 0) for t in trainings),
+        "seconds": round(sum(float(t.get("seconds") or 0) for t in trainings), 1),
+        "soup": [
+            {
+                "run": str(run),
+                "step": t.get("step"),
+                "seconds": t.get("seconds"),
+                "args": json.loads(m.get("args", "{}")),
+            }
+            for run, t, (_, m) in zip(runs, trainings, loaded, strict=True)
+        ],
+    }
+    extra = {"training": json.dumps(training), "args": loaded[0][1].get("args", "{}")}
+    save_model(target, model, presets.pop(), extra=extra)
+
+
+def describe_soup(training: dict[str, object]) -> str:
+    members = training["soup"]
+    assert isinstance(members, list)
+    parts = [
+        f"{member['run']} at step {member['step']} ({describe(member['args'], Path(member['run']))})"
+        for member in members
+    ]
+    return f"the uniform average (a model soup) of the best checkpoints of {len(parts)} runs: " + "; ".join(
+        f"[{index + 1}] {part}" for index, part in enumerate(parts)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mspfn.publish", description=__doc__.split("\n")[0])
-    parser.add_argument("--run", type=Path, required=True, help="training run folder")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        action="append",
+        required=True,
+        help="training run folder (repeat it to publish the average of several runs' bests)",
+    )
     parser.add_argument("--name", required=True, help="weights/NAME.safetensors + weights/NAME.json")
     parser.add_argument("--weights-dir", type=Path, default=Path("weights"))
     parser.add_argument(
@@ -153,16 +205,24 @@ def main(argv: list[str] | None = None) -> int:
 
     target = args.weights_dir / f"{args.name}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.run / "best.safetensors", target)
+    if len(args.run) > 1:
+        write_soup(args.run, target)
+    else:
+        shutil.copyfile(args.run[0] / "best.safetensors", target)
     model, metadata = load_model(target)
     training = json.loads(metadata.get("training", "{}"))
-    steps_run = last_step(args.run)
+    steps_run = sum(last_step(run) for run in args.run)
     run_args = json.loads(metadata.get("args", "{}"))
-    recipe = args.recipe or describe(run_args, args.run)
+    if args.recipe:
+        recipe = args.recipe
+    elif "soup" in training:
+        recipe = describe_soup(training)
+    else:
+        recipe = describe(run_args, args.run[0])
     val_sets = args.val or [Path("../shared/data/val/Rain12")]
     scores = {folder.name: evaluate(target, folder) for folder in val_sets}
     stage = {
-        "run": str(args.run),
+        "run": " + ".join(map(str, args.run)),
         "init": str(earlier["file"]) if earlier else None,
         "recipe": recipe,
         "steps": training.get("step"),

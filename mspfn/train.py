@@ -37,7 +37,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from mspfn.checkpoint import load_model, load_tensors, read_metadata, save_model
+from mspfn.checkpoint import average_weights, load_model, load_tensors, read_metadata, save_model
 from mspfn.data import MixedSampler, PatchSampler, RainMaker, SynthSampler, load_pairs, load_rgb
 from mspfn.evaluate import model_predictor, score
 from mspfn.losses import l2_loss, mspfn_loss
@@ -166,11 +166,6 @@ def build_sampler(args: argparse.Namespace, seed: int) -> PatchSampler | MixedSa
     if real is not None:
         sources.append((real, 1.0 - args.synth_weight))
     return MixedSampler(sources, seed=seed + 2)
-
-
-def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """The uniform average of state dicts of one architecture (Wortsman et al. 2022, "model soups")."""
-    return {key: torch.stack([state[key].float() for state in states]).mean(dim=0) for key in states[0]}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -200,6 +200,47 @@ def test_publish_writes_weights_and_a_card_with_every_stage(tmp_path: Path) -> N
 
 
 @pytest.mark.usefixtures("tiny_preset")
+def test_publish_of_several_runs_ships_the_average_of_their_bests(tmp_path: Path) -> None:
+    from mspfn.checkpoint import load_model
+    from mspfn.publish import main as publish
+
+    data = write_pairs(tmp_path / "data", 2)
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for seed, run in enumerate(runs):
+        argv = ["--train", str(data), "--val", str(data), "--out", str(run), "--patch", "32", "--batch", "2"]
+        argv += ["--steps", str(2 + 2 * seed), "--val-every", "2", "--warmup", "1", "--seed", str(seed)]
+        assert main([*argv, "--lr", "3e-3", "--ema", "0", "--no-progress", "--threads", "1"]) == 0
+    weights = tmp_path / "w"
+    argv = ["--run", str(runs[0]), "--run", str(runs[1]), "--name", "soup", "--weights-dir", str(weights)]
+    assert publish([*argv, "--val", str(data), "--hardware", "test box"]) == 0
+
+    a, b = (load_model(run / "best.safetensors")[0].state_dict() for run in runs)
+    soup = load_model(weights / "soup.safetensors")[0].state_dict()
+    differing = [key for key in a if not torch.equal(a[key], b[key])]
+    assert differing  # two seeds, two sets of weights: the soup is neither
+    for key in a:
+        assert torch.allclose(soup[key], (a[key] + b[key]) / 2, atol=1e-7), key
+    card = json.loads((weights / "soup.json").read_text())
+    (stage,) = card["stages"]
+    best_steps = []
+    for run in runs:
+        records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        best_steps.append([r for r in records if r.get("best")][-1]["step"])
+    assert stage["run"] == f"{runs[0]} + {runs[1]}"
+    assert stage["steps"] == card["steps"] == sum(best_steps) and stage["steps_run"] == 2 + 4
+    assert stage["recipe"].startswith("the uniform average (a model soup) of the best checkpoints of 2 runs")
+    assert f"[1] {runs[0]} at step {best_steps[0]}" in stage["recipe"]
+    assert f"[2] {runs[1]} at step {best_steps[1]}" in stage["recipe"]
+    # The card scores the averaged file, not either run.
+    from mspfn.data import load_pairs
+    from mspfn.evaluate import model_predictor, score
+
+    model, _ = load_model(weights / "soup.safetensors")
+    expected = score(model_predictor(model), load_pairs(data), progress=False)
+    assert card["validation"]["psnr"] == pytest.approx(expected["psnr"], abs=1e-6)
+
+
+@pytest.mark.usefixtures("tiny_preset")
 def test_cli_trains_on_real_and_synthetic_pairs_and_scores_every_validation_set(tmp_path: Path) -> None:
     import mspfn.train as train_module
 

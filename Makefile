@@ -139,10 +139,13 @@ capacity: venv valsets
 	nice -n 10 $(PY) -m mspfn.train $(CAPACITY_ARGS) --preset lite --out runs/capacity-lite & lite=$$!; \
 	nice -n 10 $(PY) -m mspfn.train $(CAPACITY_ARGS) --preset lite-133 --out runs/capacity-133 && wait $$lite
 
-# Stage 6 (in progress): from stage 5 (capacity-lite's best), 128 px patches instead of 96 (the
+# Stage 6, the shipped model: from stage 5 (capacity-lite's best), 128 px patches instead of 96 (the
 # 1/4-scale branch then sees 32 px, not 24), side by side at two shares of synthetic patches (0.5 and
-# 0.35: the second gives RainTrainL more weight, for Rain12), one thread each; measure their average
-# afterwards (fine-tunes of one model average well). Fails if either run does.
+# 0.35: the second gives RainTrainL more weight, for Rain12), one thread each. wide-35 ran its 800
+# steps, wide-50 was stopped at 600. Shipped: the average of their bests (a model soup), published with
+#   python -m mspfn.publish --run runs/wide-50 --run runs/wide-35 --name mspfn-lite --init-card CARD5 \
+#     --val ../shared/data/val/Rain12 --val data/val/heavy --val data/val/mixed --val data/val/fine
+# (CARD5: stage 5's card, weights/mspfn-lite.json before it is overwritten). Fails if either run does.
 WIDE_ARGS := $(GENERAL_ARGS) --init runs/capacity-lite/best.safetensors --attention-window 128 \
 	--recipe general --val data/val/fine --patch 128 --val-every 200 --steps 800 --lr 1e-4 --warmup 20 \
 	--threads 1
@@ -150,9 +153,10 @@ general-wide: venv valsets
 	nice -n 10 $(PY) -m mspfn.train $(WIDE_ARGS) --synth-weight 0.5 --out runs/wide-50 & a=$$!; \
 	nice -n 10 $(PY) -m mspfn.train $(WIDE_ARGS) --synth-weight 0.35 --out runs/wide-35 && wait $$a
 
-# Stage 7 (in progress): from the average of stage 6's two runs' bests (wide-50 at step 400, wide-35 at
-# step 800), 160 px patches (the 1/4-scale branch sees 40 px), 0.35 synthetic, a lower peak rate, both
-# threads. Resumes from runs/wider/last.safetensors.
+# Stage 7, an experiment (not shipped): from the average of stage 6's two runs' bests (wide-50 at step
+# 400, wide-35 at step 800), 160 px patches (the 1/4-scale branch sees 40 px), 0.35 synthetic, a lower
+# peak rate, both threads. Stopped at step 400 of 600: its best scored below the soup it started from
+# (README). Resumes from runs/wider/last.safetensors.
 general-wider: venv valsets
 	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --init runs/wide-50/best.safetensors \
 		--init runs/wide-35/best.safetensors --attention-window 128 --recipe general --val data/val/fine \

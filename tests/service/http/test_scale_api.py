@@ -182,6 +182,23 @@ def test_the_page_offers_the_scale_and_defaults_to_auto(make_settings: SettingsF
     assert 'query.set("scale", scale.value)' in page
 
 
+def test_every_factor_the_page_offers_is_served_as_that_factor(make_settings: SettingsFactory) -> None:
+    import re
+
+    with serve(make_settings(), NoRain()) as client:
+        page = client.get("/").text
+        start = page.index('<select id="scale"')
+        select = page[start : page.index("</select>", start)]
+        offered = re.findall(r'<option value="([^"]+)"', select)
+        assert offered[0] == "auto" and "2.5" in offered  # a non-integer factor, as the README advises
+        for value in offered[1:]:
+            response = client.post(
+                "/derain", params={"scale": value}, content=png_bytes(smooth(64, 96)), headers=PNG
+            )
+            assert response.status_code == 200, (value, response.text)
+            assert float(response.headers["x-derain-scale"]) == float(value)
+
+
 def test_the_model_metadata_gives_the_training_scale(tmp_path: Path, tiny_onnx: Path) -> None:
     """A model trained on images twice as large: auto halves its factors, no code changed."""
     import onnx

@@ -153,8 +153,9 @@ def rain_maker(recipe: str) -> RainMaker:
 def build_sampler(args: argparse.Namespace, seed: int) -> PatchSampler | MixedSampler:
     """Patches from the paired folders, mixed with synthetic pairs when `--synth` is given."""
     scale = (float(args.scale[0]), float(args.scale[1]))
+    pair_scale = scale if args.pair_scale is None else (float(args.pair_scale[0]), float(args.pair_scale[1]))
     pairs = [pair for folder in args.train or [] for pair in load_pairs(folder)]
-    real = PatchSampler(pairs, args.patch, seed=seed, scale=scale) if pairs else None
+    real = PatchSampler(pairs, args.patch, seed=seed, scale=pair_scale) if pairs else None
     if not args.synth:
         if real is None:
             raise SystemExit("nothing to train on: give --train and/or --synth")
@@ -191,6 +192,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scale", type=float, nargs=2, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
         help="crops rescaled by a factor drawn log-uniformly from this range (e.g. 0.5 2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pair-scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
+        help="the same range for the --train pairs only (default: --scale); 1 1 keeps them at the "
+        "scale their rain was rendered at",
     )  # fmt: skip
     parser.add_argument(
         "--val", type=Path, action="append", required=True, help="paired validation folder (repeatable)"

@@ -336,3 +336,31 @@ def test_cli_grows_a_checkpoint_into_the_larger_preset(
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.allclose(trained(image), model.eval()(image), atol=1e-5)
+
+
+def test_pair_scale_keeps_the_real_pairs_at_their_own_scale(tmp_path: Path) -> None:
+    import mspfn.train as train_module
+
+    data = tmp_path / "data"
+    for side in ("rain", "norain"):
+        (data / side).mkdir(parents=True)
+    clean = np.full((128, 128, 3), 60, np.uint8)
+    rain = clean.copy()
+    rain[:, ::16] = 250  # one-pixel vertical streaks
+    Image.fromarray(rain).save(data / "rain" / "0.png")
+    Image.fromarray(clean).save(data / "norain" / "0.png")
+
+    def streak_width(extra: list[str]) -> float:
+        argv = ["--train", str(data), "--val", str(data), "--out", str(tmp_path / "run"), "--patch", "32"]
+        rainy, target = train_module.build_sampler(train_module.parse_args([*argv, *extra]), 0).sample(8)
+        assert np.allclose(target, 60 / 255, atol=1 / 255)  # the clean side is rescaled alike
+        widths = []
+        for lit in rainy[:, 0] > 0.5:  # streaks run down or across (dihedral transforms)
+            profile = lit.all(axis=0) if lit.all(axis=0).any() else lit.all(axis=1)
+            runs = np.count_nonzero(np.diff(profile.astype(np.int8), prepend=0) == 1)
+            widths.append(profile.sum() / runs)  # lit lines per streak
+        return float(np.mean(widths))
+
+    assert streak_width(["--scale", "1", "1"]) == 1.0
+    assert streak_width(["--scale", "2", "2"]) >= 1.8  # --scale alone rescales the pairs too
+    assert streak_width(["--scale", "2", "2", "--pair-scale", "1", "1"]) == 1.0

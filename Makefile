@@ -10,7 +10,7 @@ INT8 := models/mspfn-lite-int8.onnx
 # `make run MODEL=PATH` serves another exported model (the int8 one is an experiment: see README)
 MODEL ?= $(FP32)
 
-.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general general-fine general-local general-polish capacity general-wide general-wider rain12-enlarged
+.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general general-fine general-local general-polish capacity general-wide general-wider general-native rain12-enlarged
 
 venv: $(VENV)/.installed
 
@@ -162,6 +162,17 @@ general-wider: venv valsets
 		--init runs/wide-35/best.safetensors --attention-window 128 --recipe general --val data/val/fine \
 		--synth-weight 0.35 --patch 160 --val-every 200 --steps 600 --lr 5e-5 --warmup 10 --threads 2 \
 		--out runs/wider
+
+# Stage 8, an experiment (not shipped): from the shipped soup, RainTrainL pairs at their own scale
+# (--pair-scale 1 1) while synthetic rain stays 0.5-2x, 50% and 40% synthetic side by side, one thread
+# each. Stopped at step 200 of 400: Rain12 fell in both runs (README).
+general-native: venv valsets
+	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --pair-scale 1 1 --init weights/mspfn-lite.safetensors \
+		--attention-window 128 --recipe general --val data/val/fine --patch 128 --val-every 100 --steps 400 \
+		--lr 1e-4 --warmup 20 --threads 1 --synth-weight 0.5 --out runs/native-50 & a=$$!; \
+	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --pair-scale 1 1 --init weights/mspfn-lite.safetensors \
+		--attention-window 128 --recipe general --val data/val/fine --patch 128 --val-every 100 --steps 400 \
+		--lr 1e-4 --warmup 20 --threads 1 --synth-weight 0.4 --out runs/native-40 && wait $$a
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

@@ -166,13 +166,12 @@ general-wider: venv valsets
 # Stage 8, an experiment (not shipped): from the shipped soup, RainTrainL pairs at their own scale
 # (--pair-scale 1 1) while synthetic rain stays 0.5-2x, 50% and 40% synthetic side by side, one thread
 # each. Stopped at step 200 of 400: Rain12 fell in both runs (README).
+NATIVE_ARGS := $(GENERAL_ARGS) --pair-scale 1 1 --init weights/mspfn-lite.safetensors --attention-window 128 \
+	--recipe general --val data/val/fine --patch 128 --val-every 100 --steps 400 --lr 1e-4 --warmup 20 \
+	--threads 1
 general-native: venv valsets
-	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --pair-scale 1 1 --init weights/mspfn-lite.safetensors \
-		--attention-window 128 --recipe general --val data/val/fine --patch 128 --val-every 100 --steps 400 \
-		--lr 1e-4 --warmup 20 --threads 1 --synth-weight 0.5 --out runs/native-50 & a=$$!; \
-	nice -n 10 $(PY) -m mspfn.train $(GENERAL_ARGS) --pair-scale 1 1 --init weights/mspfn-lite.safetensors \
-		--attention-window 128 --recipe general --val data/val/fine --patch 128 --val-every 100 --steps 400 \
-		--lr 1e-4 --warmup 20 --threads 1 --synth-weight 0.4 --out runs/native-40 && wait $$a
+	nice -n 10 $(PY) -m mspfn.train $(NATIVE_ARGS) --synth-weight 0.5 --out runs/native-50 & a=$$!; \
+	nice -n 10 $(PY) -m mspfn.train $(NATIVE_ARGS) --synth-weight 0.4 --out runs/native-40 && wait $$a
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

@@ -153,7 +153,8 @@ def rain_maker(recipe: str) -> RainMaker:
 def build_sampler(args: argparse.Namespace, seed: int) -> PatchSampler | MixedSampler:
     """Patches from the paired folders, mixed with synthetic pairs when `--synth` is given."""
     scale = (float(args.scale[0]), float(args.scale[1]))
-    pair_scale = scale if args.pair_scale is None else (float(args.pair_scale[0]), float(args.pair_scale[1]))
+    low, high = args.pair_scale or args.scale
+    pair_scale = (float(low), float(high))
     pairs = [pair for folder in args.train or [] for pair in load_pairs(folder)]
     real = PatchSampler(pairs, args.patch, seed=seed, scale=pair_scale) if pairs else None
     if not args.synth:

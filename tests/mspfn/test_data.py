@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mspfn.data import MixedSampler, Pair, PatchSampler, SynthSampler, draw_window
+from tests.mspfn.pairs import streak_width, striped_pair
 
 
 def smooth_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -28,25 +29,16 @@ def test_windows_are_patch_over_scale_and_clipped_to_the_image() -> None:
 
 
 def test_scale_augmentation_widens_the_streaks_of_real_pairs() -> None:
-    clean = np.full((256, 256, 3), 60, np.uint8)
-    rain = clean.copy()
-    rain[:, ::16] = 250  # one-pixel vertical streaks
-    pair = Pair("p", rain, clean)
+    pair = Pair("p", *striped_pair())  # one-pixel vertical streaks on grey 60
 
-    def run_length(lit: np.ndarray, axis: int) -> float:
-        starts = np.count_nonzero(np.diff(lit.astype(np.int8), axis=axis, prepend=0) == 1)
-        return float(lit.sum() / max(1, starts))
-
-    def streak_width(scale: float) -> float:
+    def width_at(scale: float) -> float:
         sampler = PatchSampler([pair], 64, seed=0, scale=(scale, scale))
         rainy, target = sampler.sample(4)
         assert np.allclose(target, 60 / 255, atol=1 / 255)  # the clean side is rescaled alike
-        # across the streaks (whichever way a dihedral transform turned them) runs are shortest
-        widths = [min(run_length(lit, 0), run_length(lit, 1)) for lit in rainy[:, 0] > 0.5]
-        return float(np.mean(widths))
+        return streak_width(rainy)
 
-    assert streak_width(1.0) == pytest.approx(1.0)
-    assert streak_width(2.0) >= 1.8
+    assert width_at(1.0) == pytest.approx(1.0)
+    assert width_at(2.0) >= 1.8
     with pytest.raises(ValueError, match="scale range"):
         PatchSampler([pair], 64, scale=(2.0, 1.0))
 

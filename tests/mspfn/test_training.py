@@ -21,7 +21,7 @@ from mspfn.train import (
     train_step,
 )
 from tests.conftest import make_tiny_model
-from tests.mspfn.pairs import write_pairs
+from tests.mspfn.pairs import streak_width, striped_pair, write_pairs
 
 
 def test_charbonnier_and_laplacian_values() -> None:
@@ -342,25 +342,16 @@ def test_pair_scale_keeps_the_real_pairs_at_their_own_scale(tmp_path: Path) -> N
     import mspfn.train as train_module
 
     data = tmp_path / "data"
-    for side in ("rain", "norain"):
+    for side, image in zip(("rain", "norain"), striped_pair(128), strict=True):
         (data / side).mkdir(parents=True)
-    clean = np.full((128, 128, 3), 60, np.uint8)
-    rain = clean.copy()
-    rain[:, ::16] = 250  # one-pixel vertical streaks
-    Image.fromarray(rain).save(data / "rain" / "0.png")
-    Image.fromarray(clean).save(data / "norain" / "0.png")
+        Image.fromarray(image).save(data / side / "0.png")  # one-pixel vertical streaks on grey 60
 
-    def streak_width(extra: list[str]) -> float:
+    def width(extra: list[str]) -> float:
         argv = ["--train", str(data), "--val", str(data), "--out", str(tmp_path / "run"), "--patch", "32"]
         rainy, target = train_module.build_sampler(train_module.parse_args([*argv, *extra]), 0).sample(8)
         assert np.allclose(target, 60 / 255, atol=1 / 255)  # the clean side is rescaled alike
-        widths = []
-        for lit in rainy[:, 0] > 0.5:  # streaks run down or across (dihedral transforms)
-            profile = lit.all(axis=0) if lit.all(axis=0).any() else lit.all(axis=1)
-            runs = np.count_nonzero(np.diff(profile.astype(np.int8), prepend=0) == 1)
-            widths.append(profile.sum() / runs)  # lit lines per streak
-        return float(np.mean(widths))
+        return streak_width(rainy)
 
-    assert streak_width(["--scale", "1", "1"]) == 1.0
-    assert streak_width(["--scale", "2", "2"]) >= 1.8  # --scale alone rescales the pairs too
-    assert streak_width(["--scale", "2", "2", "--pair-scale", "1", "1"]) == 1.0
+    assert width(["--scale", "1", "1"]) == 1.0
+    assert width(["--scale", "2", "2"]) >= 1.8  # --scale alone rescales the pairs too
+    assert width(["--scale", "2", "2", "--pair-scale", "1", "1"]) == 1.0

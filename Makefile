@@ -10,7 +10,7 @@ INT8 := models/mspfn-lite-int8.onnx
 # `make run MODEL=PATH` serves another exported model (the int8 one is an experiment: see README)
 MODEL ?= $(FP32)
 
-.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general general-fine general-local general-polish capacity general-wide general-wider general-native rain12-enlarged
+.PHONY: venv run test test-fast docker-test lint typecheck export benchmark train finetune evaluate clean valsets general general-fine general-local general-polish capacity general-wide general-wider general-native pair rain12-enlarged
 
 venv: $(VENV)/.installed
 
@@ -139,13 +139,15 @@ capacity: venv valsets
 	nice -n 10 $(PY) -m mspfn.train $(CAPACITY_ARGS) --preset lite --out runs/capacity-lite & lite=$$!; \
 	nice -n 10 $(PY) -m mspfn.train $(CAPACITY_ARGS) --preset lite-133 --out runs/capacity-133 && wait $$lite
 
-# Stage 6, the shipped model: from stage 5 (capacity-lite's best), 128 px patches instead of 96 (the
+# Stage 6, the shipped general network (weights/mspfn-lite-general.safetensors; the default model pairs
+# it with the specialist, `make pair`): from stage 5 (capacity-lite's best), 128 px patches instead of 96 (the
 # 1/4-scale branch then sees 32 px, not 24), side by side at two shares of synthetic patches (0.5 and
 # 0.35: the second gives RainTrainL more weight, for Rain12), one thread each. wide-35 ran its 800
 # steps, wide-50 was stopped at 600. Shipped: the average of their bests (a model soup), published with
-#   python -m mspfn.publish --run runs/wide-50 --run runs/wide-35 --name mspfn-lite --init-card CARD5 \
-#     --val ../shared/data/val/Rain12 --val data/val/heavy --val data/val/mixed --val data/val/fine
-# (CARD5: stage 5's card, weights/mspfn-lite.json before it is overwritten). Fails if either run does.
+#   python -m mspfn.publish --run runs/wide-50 --run runs/wide-35 --name mspfn-lite-general \
+#     --init-card CARD5 --val ../shared/data/val/Rain12 --val data/val/heavy --val data/val/mixed \
+#     --val data/val/fine
+# (CARD5: stage 5's card, then weights/mspfn-lite.json). Fails if either run does.
 WIDE_ARGS := $(GENERAL_ARGS) --init runs/capacity-lite/best.safetensors --attention-window 128 \
 	--recipe general --val data/val/fine --patch 128 --val-every 200 --steps 800 --lr 1e-4 --warmup 20 \
 	--threads 1
@@ -166,12 +168,19 @@ general-wider: venv valsets
 # Stage 8, an experiment (not shipped): from the shipped soup, RainTrainL pairs at their own scale
 # (--pair-scale 1 1) while synthetic rain stays 0.5-2x, 50% and 40% synthetic side by side, one thread
 # each. Stopped at step 200 of 400: Rain12 fell in both runs (README).
-NATIVE_ARGS := $(GENERAL_ARGS) --pair-scale 1 1 --init weights/mspfn-lite.safetensors --attention-window 128 \
-	--recipe general --val data/val/fine --patch 128 --val-every 100 --steps 400 --lr 1e-4 --warmup 20 \
+NATIVE_ARGS := $(GENERAL_ARGS) --pair-scale 1 1 --init weights/mspfn-lite-general.safetensors \
+	--attention-window 128 --recipe general --val data/val/fine --patch 128 --val-every 100 --steps 400 --lr 1e-4 --warmup 20 \
 	--threads 1
 general-native: venv valsets
 	nice -n 10 $(PY) -m mspfn.train $(NATIVE_ARGS) --synth-weight 0.5 --out runs/native-50 & a=$$!; \
 	nice -n 10 $(PY) -m mspfn.train $(NATIVE_ARGS) --synth-weight 0.4 --out runs/native-40 && wait $$a
+
+# The default model (weights/mspfn-lite.safetensors, what `make run` serves): the general network and the
+# RainTrainL specialist as one AgreementPair (mspfn.pair; no training), scored on the four sets.
+pair: venv valsets
+	$(PY) -m mspfn.pair --general weights/mspfn-lite-general.safetensors \
+		--light weights/mspfn-lite-raintrainl.safetensors --name mspfn-lite \
+		--val ../shared/data/val/Rain12 --val data/val/heavy --val data/val/mixed --val data/val/fine
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mspfn.model import MSPFN, MSPFNConfig
+from mspfn.model import Network, build_network
 
 FORMAT = "mspfn-checkpoint/1"
 
@@ -29,7 +29,7 @@ def file_sha256(path: Path | str) -> str:
 
 def save_model(
     path: Path | str,
-    model: MSPFN,
+    model: Network,
     preset: str,
     extra: dict[str, str] | None = None,
     tensors: dict[str, torch.Tensor] | None = None,
@@ -64,10 +64,11 @@ def load_tensors(path: Path | str, prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}  # noqa: SIM118
 
 
-def load_model(path: Path | str) -> tuple[MSPFN, dict[str, str]]:
-    """Build the network described by a checkpoint and load its weights (float32, eval mode)."""
+def load_model(path: Path | str) -> tuple[Network, dict[str, str]]:
+    """Build the network described by a checkpoint (one MSPFN or an AgreementPair) and load its weights
+    (float32, eval mode)."""
     metadata = read_metadata(path)
-    model = MSPFN(MSPFNConfig.from_dict(json.loads(metadata["config"])))
+    model = build_network(json.loads(metadata["config"]))
     state = {k: v.float() for k, v in load_tensors(path, "model.").items()}
     model.load_state_dict(state)
     return model.eval(), metadata

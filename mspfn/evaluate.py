@@ -29,13 +29,13 @@ from mspfn.data import Pair, load_pairs
 from mspfn.metrics import psnr_y, ssim_y, to_uint8
 
 if TYPE_CHECKING:  # torch stays unimported when only an ONNX model is scored
-    from mspfn.model import MSPFN
+    from mspfn.model import Network
 
 # HWC float32 RGB [0, 1] -> HWC float32 RGB [0, 1] (any size)
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
-def model_predictor(model: MSPFN) -> Predictor:
+def model_predictor(model: Network) -> Predictor:
     """Predictor for an in-memory network, on whatever device its weights are (eval mode)."""
     import torch
 

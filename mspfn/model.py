@@ -299,6 +299,104 @@ class MSPFN(nn.Module):
         return image - self.reconstruct(x, r)
 
 
+@dataclass(frozen=True)
+class GateConfig:
+    """How an AgreementPair blends its two networks (see there). Disagreement is the mean over channels
+    and over a window x window box of |general - light|, in [0, 1] units."""
+
+    weight: float = 0.5  # the light-rain network's share where the two agree
+    # The defaults were chosen on a tuning set rendered from the *training* part of clean/ (mixed and
+    # fine recipes, seeds 11 and 12) plus 11 RainTrainL pairs, not on the validation sets (README).
+    low: float = 0.015  # disagreement at or below which that share applies in full
+    high: float = 0.03  # disagreement at or above which the general network's output stands alone
+    window: int = 63  # px, odd: the box the disagreement is averaged over
+
+    def __post_init__(self) -> None:
+        if (
+            not 0 <= self.weight <= 1
+            or not 0 <= self.low < self.high
+            or self.window < 1
+            or self.window % 2 == 0
+        ):
+            raise ValueError(f"bad gate {self}: need 0 <= weight <= 1, 0 <= low < high, an odd window")
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """An AgreementPair's two network configs and its gate (a checkpoint's `config` metadata)."""
+
+    general: MSPFNConfig
+    light: MSPFNConfig
+    gate: GateConfig
+    pad_multiple: ClassVar[int] = PAD_MULTIPLE
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "general": self.general.to_dict(),
+            "light": self.light.to_dict(),
+            "gate": asdict(self.gate),
+            "pad_multiple": PAD_MULTIPLE,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> PairConfig:
+        if data.get("pad_multiple", PAD_MULTIPLE) != PAD_MULTIPLE:
+            raise ValueError(
+                f"pad_multiple {data['pad_multiple']}: this network's is fixed at {PAD_MULTIPLE}"
+            )
+        general, light, gate = data["general"], data["light"], data["gate"]
+        assert isinstance(general, dict) and isinstance(light, dict) and isinstance(gate, dict)
+        return cls(MSPFNConfig.from_dict(general), MSPFNConfig.from_dict(light), GateConfig(**gate))
+
+
+class AgreementPair(nn.Module):
+    """A general network and a light-rain specialist run side by side, blended pixel by pixel by how
+    much they agree. Where both predict nearly the same rain layer (light rain, which both know), the
+    output is their weighted average, which scores above either alone (an ensemble). Where they
+    disagree (heavy, dense or wide rain, which the specialist never saw and leaves in place), the
+    general network's output stands alone. Between `low` and `high` the weight falls linearly.
+
+    The disagreement map is a box mean over `window` px, so the network stays local: overlapping tiles
+    agree away from the image border, as with a single MSPFN whose attention has a window.
+    """
+
+    def __init__(self, general: MSPFN, light: MSPFN, gate: GateConfig | None = None) -> None:
+        super().__init__()
+        self.general, self.light = general, light
+        self.gate = gate or GateConfig()
+        self.box = BoxMean(self.gate.window)
+        self.pad_multiple = PAD_MULTIPLE
+
+    @property
+    def config(self) -> PairConfig:
+        return PairConfig(self.general.config, self.light.config, self.gate)
+
+    @classmethod
+    def from_config(cls, config: PairConfig) -> AgreementPair:
+        return cls(MSPFN(config.general), MSPFN(config.light), config.gate)
+
+    def light_share(self, general: Tensor, light: Tensor) -> Tensor:
+        """The per-pixel weight of the light network's output, (N, 1, H, W) in [0, gate.weight]."""
+        gate = self.gate
+        disagreement = self.box((general - light).abs().mean(dim=1, keepdim=True))
+        return gate.weight * torch.clamp((gate.high - disagreement) / (gate.high - gate.low), 0.0, 1.0)
+
+    def forward(self, image: Tensor) -> Tensor:
+        general, light = self.general(image), self.light(image)
+        return general + self.light_share(general, light) * (light - general)
+
+
+# What a checkpoint holds: one network, or a pair of them.
+Network = MSPFN | AgreementPair
+
+
+def build_network(config: dict[str, object]) -> Network:
+    """The (untrained) network a checkpoint's `config` metadata describes."""
+    if "gate" in config:
+        return AgreementPair.from_config(PairConfig.from_dict(config))
+    return MSPFN(MSPFNConfig.from_dict(config))
+
+
 def pad_to_multiple(image: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     """Reflect-pad the bottom/right of an NCHW tensor so H and W are multiples; returns the original size.
 
@@ -318,7 +416,7 @@ def pad_to_multiple(image: Tensor, multiple: int) -> tuple[Tensor, tuple[int, in
     return padded, (height, width)
 
 
-def derain(model: MSPFN, image: Tensor) -> Tensor:
+def derain(model: Network, image: Tensor) -> Tensor:
     """Run the model on an NCHW image of any size (1x1 included): pad, infer, crop back."""
     padded, (height, width) = pad_to_multiple(image, model.pad_multiple)
     return model(padded)[..., :height, :width]
@@ -359,9 +457,14 @@ def count_parameters(model: nn.Module) -> int:
 
 __all__ = [
     "MSPFN",
+    "AgreementPair",
+    "GateConfig",
     "MSPFNConfig",
+    "Network",
+    "PairConfig",
     "PAD_MULTIPLE",
     "PRESETS",
+    "build_network",
     "count_parameters",
     "derain",
     "grow_state",

@@ -259,7 +259,10 @@ def _train(args: argparse.Namespace) -> int:
     model = MSPFN(config).to(device)
     if args.init:  # weights only: the pooling has none, so a global-attention model starts a windowed one;
         # a lite checkpoint starts a lite-133 network (grow_state: its extra RCABs begin as identities)
-        states = [load_model(path)[0].state_dict() for path in args.init]
+        starts = [load_model(path)[0] for path in args.init]
+        if not all(isinstance(start, MSPFN) for start in starts):
+            raise SystemExit("--init takes single networks; a pair (mspfn.pair) is not trained")
+        states = [start.state_dict() for start in starts]
         model.load_state_dict(grow_state(model, average_weights(states)))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     ema = ema_of(model, args.ema) if args.ema > 0 else None

@@ -21,7 +21,7 @@ import torch
 from model_export.rewrite import rewrite_for_cpu
 from mspfn.checkpoint import file_sha256, load_model
 from mspfn.complexity import macs_per_pixel
-from mspfn.model import MSPFN, pad_to_multiple
+from mspfn.model import Network, pad_to_multiple
 
 EXPORTER_VERSION = "1"
 DEFAULT_OPSET = 17
@@ -64,7 +64,7 @@ class ParityReport:
         return {"max_abs_diff": self.max_abs_diff, "psnr_db": self.psnr_db}
 
 
-def _trace(model: MSPFN, path: Path, opset: int) -> None:
+def _trace(model: Network, path: Path, opset: int) -> None:
     dummy = torch.rand(1, 3, 4 * model.pad_multiple, 4 * model.pad_multiple)
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings(), torch.no_grad():
@@ -93,7 +93,7 @@ def _to_fp16(graph: onnx.ModelProto) -> onnx.ModelProto:
     )
 
 
-def parity(model: MSPFN, graph_path: Path, seed: int = 0) -> ParityReport:
+def parity(model: Network, graph_path: Path, seed: int = 0) -> ParityReport:
     """Compare ONNX Runtime (CPU) with PyTorch on random padded images of odd sizes, batch 2."""
     import onnxruntime as ort
 
@@ -126,7 +126,7 @@ def check_graph(graph: onnx.ModelProto) -> None:
 
 
 def _metadata(
-    model: MSPFN, checkpoint_meta: dict[str, str], weights: Path, opset: int, fp16: bool
+    model: Network, checkpoint_meta: dict[str, str], weights: Path, opset: int, fp16: bool
 ) -> dict[str, str]:
     train_short_side = int(checkpoint_meta.get("train_short_side", DEFAULT_TRAIN_SHORT_SIDE))
     if train_short_side < 8:

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     # working scale when a request names none: auto (picked per image) or a factor from 1 (full size) to 8.
     default_scale: str = "auto"
     # CPU provider only: a working image whose canvas (padded to 8 px) has at most this many pixels goes
-    # through the model whole, in one call (~1.4 kB of memory per pixel); larger ones in fitted tiles.
+    # through the model whole, in one call (~1.4-1.6 kB of memory per pixel); larger ones in fitted tiles.
     # 0 = fixed square tiles of TILE_SIZE for every image, as on GPUs (static shapes).
     whole_max_pixels: int = Field(default=1 << 20, ge=0, le=64 << 20)
     # s that in-flight requests get to finish after SIGTERM before the process exits anyway.

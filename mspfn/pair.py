@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import sys
 from pathlib import Path
 
 from mspfn.checkpoint import file_sha256, load_model, save_model
-from mspfn.complexity import macs_per_pixel
-from mspfn.model import MSPFN, AgreementPair, GateConfig, count_parameters
-from mspfn.publish import evaluate
+from mspfn.model import MSPFN, AgreementPair, GateConfig
+from mspfn.publish import DEFAULT_VAL, file_entries, score_entries
 
 DEFAULT_GATE = GateConfig()
 
@@ -85,16 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     target = args.weights_dir / f"{args.name}.safetensors"
     members = write_pair(args.general, args.light, gate, target)
     model, metadata = load_model(target)
-    val_sets = args.val or [Path("../shared/data/val/Rain12")]
-    scores = {folder.name: evaluate(target, folder) for folder in val_sets}
     card = {
-        "name": args.name,
-        "file": target.name,
-        "sha256": file_sha256(target),
-        "preset": metadata["preset"],
-        "config": model.config.to_dict(),
-        "parameters": count_parameters(model),
-        "macs_per_pixel": round(macs_per_pixel(model)),  # at a 256x256 tile
+        **file_entries(args.name, target, model, metadata["preset"]),
         "gate": dataclasses.asdict(gate),
         "members": members,
         "train_data": "its members' (members.general.card, members.light.card); the pair is not trained",
@@ -107,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": int(_member_total(members, "steps")),
         "wall_time_s": round(_member_total(members, "wall_time_s"), 1),
         "hardware": "its members' (see their cards)",
-        "validation": scores[val_sets[0].name],
-        "validation_sets": scores,
-        "published": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **score_entries(target, args.val or [DEFAULT_VAL]),
     }
     target.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps(card["validation"]))

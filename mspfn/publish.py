@@ -31,7 +31,9 @@ from pathlib import Path
 
 from mspfn.checkpoint import average_weights, file_sha256, load_model, read_metadata, save_model
 from mspfn.complexity import macs_per_pixel
-from mspfn.model import count_parameters
+from mspfn.model import Network, count_parameters
+
+DEFAULT_VAL = Path("../shared/data/val/Rain12")  # what a card is scored on when no --val is given
 
 
 def hardware() -> str:
@@ -124,6 +126,30 @@ def evaluate(weights: Path, data: Path) -> dict[str, object]:
     result: dict[str, object] = json.loads(output.strip().splitlines()[-1])
     result["command"] = f"python -m mspfn.evaluate --model {weights} --data {data}"
     return result
+
+
+def file_entries(name: str, target: Path, model: Network, preset: str) -> dict[str, object]:
+    """What a card says first: its name, the weights file and its hash, the network and its cost."""
+    return {
+        "name": name,
+        "file": target.name,
+        "sha256": file_sha256(target),
+        "preset": preset,
+        "config": model.config.to_dict(),
+        "parameters": count_parameters(model),
+        "macs_per_pixel": round(macs_per_pixel(model)),  # at a 256x256 tile
+    }
+
+
+def score_entries(target: Path, val_sets: list[Path]) -> dict[str, object]:
+    """What a card says last: the file's scores by the evaluate CLI on each set (the first is the card's
+    `validation`), and when it was published."""
+    scores = {folder.name: evaluate(target, folder) for folder in val_sets}
+    return {
+        "validation": scores[val_sets[0].name],
+        "validation_sets": scores,
+        "published": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def last_step(run: Path) -> int:
@@ -219,8 +245,6 @@ def main(argv: list[str] | None = None) -> int:
         recipe = describe_soup(training)
     else:
         recipe = describe(run_args, args.run[0])
-    val_sets = args.val or [Path("../shared/data/val/Rain12")]
-    scores = {folder.name: evaluate(target, folder) for folder in val_sets}
     stage = {
         "run": " + ".join(map(str, args.run)),
         "init": str(earlier["file"]) if earlier else None,
@@ -232,22 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     stages = [*previous_stages(earlier), stage] if earlier else [stage]
     card = {
-        "name": args.name,
-        "file": target.name,
-        "sha256": file_sha256(target),
-        "preset": metadata["preset"],
-        "config": model.config.to_dict(),
-        "parameters": count_parameters(model),
-        "macs_per_pixel": round(macs_per_pixel(model)),  # at a 256x256 tile
+        **file_entries(args.name, target, model, metadata["preset"]),
         "train_data": args.train_data or train_data(run_args),
         "recipe": recipe,
         "steps": sum(int(s["steps"] or 0) for s in stages),
         "wall_time_s": round(sum(float(s["wall_time_s"] or 0) for s in stages), 1),
         "hardware": stage["hardware"],
         "stages": stages,
-        "validation": scores[val_sets[0].name],
-        "validation_sets": scores,
-        "published": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **score_entries(target, args.val or [DEFAULT_VAL]),
     }
     card_path = target.with_suffix(".json")
     card_path.write_text(json.dumps(card, indent=2) + "\n")

@@ -78,6 +78,11 @@ class Metrics:
             buckets=SCALE_BUCKETS,
             registry=reg,
         )
+        self.second_passes = Counter(
+            "derain_second_passes_total",
+            "Images auto derained a second time, across their streaks (photos above the size cap)",
+            registry=reg,
+        )
         self.model_info = Gauge(
             "derain_model_info",
             "The loaded model (value 1) and the execution provider really active",

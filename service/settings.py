@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     cpu_lanes: int = Field(default=1, ge=0, le=256)
     # working scale when a request names none: auto (picked per image) or a factor from 1 (full size) to 8.
     default_scale: str = "auto"
+    # auto only: a photo larger than the size rule's cap (short side over 4 x the training images'),
+    # derained at the cap, goes through the model once more, shrunk less across its streaks (thin
+    # streaks of large photos; about 2x auto's model time there). false = one pass, as before.
+    second_pass: bool = True
     # CPU provider only: a working image whose canvas (padded to 8 px) has at most this many pixels goes
     # through the model whole, in one call (~1.4-1.6 kB of memory per pixel); larger ones in fitted tiles.
     # 0 = fixed square tiles of TILE_SIZE for every image, as on GPUs (static shapes).

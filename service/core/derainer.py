@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from service.core.batcher import Batcher, Ticket, gather_tiles
+from service.core.batcher import Batcher, Ticket, TileResult, gather_tiles
 from service.core.pipeline import (
     MEDIA_TYPES,
     DecodedImage,
@@ -79,9 +79,10 @@ class Tiling:
 class DerainResult:
     content: bytes  # the encoded image
     media_type: str  # image/png | image/jpeg | image/webp
-    tiles: int  # tiles this image was cut into (at the working scale; auto's probe crops not counted)
+    tiles: int  # tiles this image was cut into (at the working scale, every pass; probe crops not counted)
     inference_ms: float  # model time of the batches that carried this request's tiles (probe included)
-    scale: float  # the working-scale factor used
+    scale: float  # the working-scale factor used (the first pass's)
+    passes: tuple[sc.Factor, ...]  # each pass's factor: (4,) or, with auto's second pass, (4, (4, 2))
 
 
 @dataclass(frozen=True)
@@ -90,36 +91,51 @@ class Derained:
 
     rgb: np.ndarray  # (3, H, W) float32 RGB in [0, 1], the upload's size (after EXIF orientation)
     info: ImageInfo  # what the encoder restores (alpha, gray, bit depth, ICC)
-    scale: float  # the working-scale factor used
+    scale: float  # the working-scale factor used (the first pass's)
+    passes: tuple[sc.Factor, ...]  # each pass's factor
 
 
 @dataclass(frozen=True)
 class _Tiled:
-    """The model's tiles of one image, not yet stitched."""
+    """The model's tiles of one pass over an image, not yet stitched."""
 
     outputs: list[np.ndarray]  # (3, T, T) each, in the grid's order
     grid: TileGrid  # of the working image
     decoded: DecodedImage  # the full-size input
-    working: np.ndarray  # the working image (the full-size input itself at scale 1)
-    scale: float
-    inference_ms: float  # model time of the batches that carried them
+    base: np.ndarray  # (3, H, W) what this pass derains: the input, or the first pass's result
+    working: np.ndarray  # the working image (`base` itself at scale 1)
+    factor: sc.Factor  # this pass's
+    inference_ms: float  # model time of the batches that carried this pass's tiles and the earlier ones'
+    tiles: int  # this pass's and the earlier ones'
+    passes: tuple[sc.Factor, ...]  # the factors of the earlier passes and this one
 
     @property
     def info(self) -> ImageInfo:
         return self.decoded.info
 
-    def restore(self) -> np.ndarray:
+    @property
+    def scale(self) -> float:
+        return sc.axes(self.passes[0])[0]
+
+    def derained(self) -> np.ndarray:
+        """The model's output at working scale (stitched)."""
+        return stitch(self.outputs, self.grid)
+
+    def restore(self, derained: np.ndarray | None = None) -> np.ndarray:
         """The full-size derained image: stitch at working scale, bring the rain layer back."""
-        derained = stitch(self.outputs, self.grid)
-        return sc.restore(self.decoded.rgb, self.working, derained, self.scale)
+        derained = self.derained() if derained is None else derained
+        return sc.restore(self.base, self.working, derained, self.factor)
 
 
 class Derainer:
-    def __init__(self, batcher: Batcher, metrics: Metrics, tiling: Tiling, max_pixels: int) -> None:
+    def __init__(
+        self, batcher: Batcher, metrics: Metrics, tiling: Tiling, max_pixels: int, second_pass: bool = True
+    ) -> None:
         self._batcher = batcher
         self._metrics = metrics
         self._tiling = tiling
         self._max_pixels = max_pixels
+        self._second_pass = second_pass  # auto's pass across the streaks of photos above the cap
 
     async def derain(
         self,
@@ -134,7 +150,9 @@ class Derainer:
         target = output_format(tiled.info, fmt)
         finish = partial(_restore_and_encode, tiled, target, quality)
         content = await self._timed("encode", finish)
-        return DerainResult(content, MEDIA_TYPES[target], tiled.grid.count, tiled.inference_ms, tiled.scale)
+        return DerainResult(
+            content, MEDIA_TYPES[target], tiled.tiles, tiled.inference_ms, tiled.scale, tiled.passes
+        )
 
     async def derain_pixels(
         self, data: bytes, is_disconnected: Disconnected = never_disconnected, scale: sc.ScaleChoice = sc.AUTO
@@ -142,7 +160,7 @@ class Derainer:
         """The derained pixels of an encoded image, not encoded (the CLI's side-by-side images, the
         evaluate CLI's scores)."""
         tiled = await self._run_tiles(data, is_disconnected, scale)
-        return Derained(await asyncio.to_thread(tiled.restore), tiled.info, tiled.scale)
+        return Derained(await asyncio.to_thread(tiled.restore), tiled.info, tiled.scale, tiled.passes)
 
     async def _run_tiles(self, data: bytes, is_disconnected: Disconnected, scale: sc.ScaleChoice) -> _Tiled:
         height, width = await asyncio.to_thread(probe, data, self._max_pixels)
@@ -153,29 +171,64 @@ class Derainer:
         spots = sc.probe_spots(height, width, tiling.train_short_side) if len(candidates) > 1 else 0
         expected = tiling.plan(*sc.working_size(height, width, prior))
         probes = len(candidates) * spots
-        ticket = self._batcher.admit(expected.count + probes)  # before decoding: overload costs no memory
+        second = 0  # room for the second pass, reserved with the first: no 429 half-way through
+        if scale.auto and self._second_pass and sc.second_pass(height, width, prior, tiling.train_short_side):
+            second = tiling.plan(*sc.working_size(height, width, sc.across_factor(prior, 0.0))).count
+        ticket = self._batcher.admit(
+            expected.count + probes + second
+        )  # before decoding: overload costs no memory
         probe_ticket = self._batcher.take(ticket, probes) if probes else None
+        second_ticket = self._batcher.take(ticket, second) if second else None
         try:
-            decoded = await self._timed("decode", partial(decode, data, self._max_pixels))
-            self._metrics.input_megapixels.observe(decoded.info.megapixels)
-            factor, probe_ms = prior, 0.0
-            if probe_ticket is not None:
-                factor, probe_ms = await self._probe(
-                    decoded.rgb, prior, candidates, spots, probe_ticket, is_disconnected
-                )
-            working = await asyncio.to_thread(sc.shrink, decoded.rgb, factor)
-            grid = tiling.plan(working.shape[1], working.shape[2])
-            self._batcher.resize(ticket, grid.count)  # auto picked another factor: 429 if no room
-            futures = self._batcher.submit(ticket, split(working, grid))
+            try:
+                decoded = await self._timed("decode", partial(decode, data, self._max_pixels))
+                self._metrics.input_megapixels.observe(decoded.info.megapixels)
+                factor, probe_ms = prior, 0.0
+                if probe_ticket is not None:
+                    factor, probe_ms = await self._probe(
+                        decoded.rgb, prior, candidates, spots, probe_ticket, is_disconnected
+                    )
+                working = await asyncio.to_thread(sc.shrink, decoded.rgb, factor)
+                grid = tiling.plan(working.shape[1], working.shape[2])
+                self._batcher.resize(ticket, grid.count)  # auto picked another factor: 429 if no room
+                futures = self._batcher.submit(ticket, split(working, grid))
+            finally:
+                self._batcher.release(ticket)
+                if probe_ticket is not None:
+                    self._batcher.release(probe_ticket)
+            self._metrics.work_scale.observe(factor)
+            outputs, model_ms = await _gather(futures, is_disconnected)
+            tiled = _Tiled(
+                outputs,
+                grid,
+                decoded,
+                decoded.rgb,
+                working,
+                factor,
+                probe_ms + model_ms,
+                grid.count,
+                (factor,),
+            )
+            if second_ticket is not None and sc.second_pass(height, width, factor, tiling.train_short_side):
+                tiled = await self._across(tiled, second_ticket, is_disconnected)
+            return tiled
         finally:
-            self._batcher.release(ticket)
-            if probe_ticket is not None:
-                self._batcher.release(probe_ticket)
-        self._metrics.work_scale.observe(factor)
-        results = await gather_tiles(futures, is_disconnected)
-        batches = {result.batch_id: result.batch_seconds for result in results}
-        inference_ms = probe_ms + 1000.0 * sum(batches.values())
-        return _Tiled([result.output for result in results], grid, decoded, working, factor, inference_ms)
+            if second_ticket is not None:
+                self._batcher.release(second_ticket)
+
+    async def _across(self, first: _Tiled, ticket: Ticket, is_disconnected: Disconnected) -> _Tiled:
+        """auto's second pass (scale.second_pass): the first result shrunk by its factor along the streaks
+        and by less across them, through the model again; its rain layer comes out of the first result."""
+        base, working, factor = await asyncio.to_thread(_second_working, first)
+        grid = self._tiling.plan(working.shape[1], working.shape[2])
+        self._batcher.resize(ticket, grid.count)  # the streaks ran across: the grid of the other shape
+        futures = self._batcher.submit(ticket, split(working, grid))
+        self._metrics.second_passes.inc()
+        outputs, model_ms = await _gather(futures, is_disconnected)
+        total_ms, tiles = first.inference_ms + model_ms, first.tiles + grid.count
+        return _Tiled(
+            outputs, grid, first.decoded, base, working, factor, total_ms, tiles, (*first.passes, factor)
+        )
 
     async def _probe(
         self,
@@ -188,10 +241,8 @@ class Derainer:
     ) -> tuple[float, float]:
         """scale=auto: one small crop per candidate factor (and spot) through the model; (factor, ms)."""
         crops = await asyncio.to_thread(sc.probe_crops, rgb, candidates, spots)
-        results = await gather_tiles(self._batcher.submit(ticket, list(crops)), is_disconnected)
-        derained = np.stack([result.output for result in results])
-        batches = {result.batch_id: result.batch_seconds for result in results}
-        return sc.probe_pick(prior, candidates, crops, derained), 1000.0 * sum(batches.values())
+        outputs, model_ms = await _gather(self._batcher.submit(ticket, list(crops)), is_disconnected)
+        return sc.probe_pick(prior, candidates, crops, np.stack(outputs)), model_ms
 
     async def _timed(self, stage: str, work: Callable[[], T]) -> T:
         """Run CPU-bound work off the event loop and record its duration under `stage`."""
@@ -206,6 +257,24 @@ def _restore_and_encode(tiled: _Tiled, fmt: OutputFormat, quality: int | None) -
     return encode(tiled.restore(), tiled.info, fmt, quality)
 
 
+def _second_working(first: _Tiled) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """(the first pass's full-size result, the second pass's working image, its factor): the factor
+    follows the orientation of the rain the first pass found."""
+    derained = first.derained()
+    factor = sc.across_factor(sc.axes(first.factor)[0], sc.rain_orientation(first.working, derained))
+    base = first.restore(derained)
+    return base, sc.shrink(base, factor), factor
+
+
+async def _gather(
+    futures: list[asyncio.Future[TileResult]], is_disconnected: Disconnected
+) -> tuple[list[np.ndarray], float]:
+    """The tiles' outputs, in order, and the model time (ms) of the batches that carried them."""
+    results = await gather_tiles(futures, is_disconnected)
+    batches = {result.batch_id: result.batch_seconds for result in results}
+    return [result.output for result in results], 1000.0 * sum(batches.values())
+
+
 def build_derainer(
     run: Callable[[np.ndarray], np.ndarray],
     metrics: Metrics,
@@ -214,8 +283,10 @@ def build_derainer(
     max_wait_s: float,
     max_queue_tiles: int,
     max_pixels: int,
+    second_pass: bool = True,
 ) -> tuple[Batcher, Derainer]:
     """A batcher over the model's `run` and the derainer that feeds it (start the batcher in the loop
-    that will run the derainer; stop it when done)."""
+    that will run the derainer; stop it when done). `second_pass`: auto's pass across the streaks of
+    photos above the cap (scale.second_pass)."""
     batcher = Batcher(run, metrics, max_batch, max_wait_s, max_queue_tiles, tiling.tile_size**2)
-    return batcher, Derainer(batcher, metrics, tiling, max_pixels)
+    return batcher, Derainer(batcher, metrics, tiling, max_pixels, second_pass)

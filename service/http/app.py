@@ -100,6 +100,7 @@ async def _serve(
         settings.max_wait_ms / 1000,
         settings.max_queue_tiles,
         settings.max_pixels,
+        settings.second_pass,
     )
     batcher.start()
     state.lifecycle.on_abandon(batcher.stop)

@@ -56,6 +56,11 @@ DERAIN_RESPONSES: dict[int | str, dict[str, Any]] = {
                 "description": "working-scale factor used (1 = full size): the client's or auto's pick",
                 "schema": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"},
             },
+            "X-Derain-Passes": {
+                "description": "each pass's factor, space-separated: '4', or with auto's second pass across "
+                "the streaks of a photo above the size cap '4 4x2' (height divided by 4, width by 2)",
+                "schema": {"type": "string", "pattern": "^[0-9.]+(x[0-9.]+)?( [0-9.]+(x[0-9.]+)?)*$"},
+            },
             "X-Derain-Inference-Ms": {
                 "description": "model time (ms) of the batches that carried this image's tiles",
                 "schema": {"type": "number"},

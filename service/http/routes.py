@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from service import errors
 from service.core.derainer import Derainer
 from service.core.pipeline import OutputFormat
-from service.core.pipeline.scale import MAX_SCALE, SCALE_PATTERN, format_scale, parse_scale
+from service.core.pipeline.scale import MAX_SCALE, SCALE_PATTERN, format_factor, format_scale, parse_scale
 from service.http.lifecycle import LOADING_RETRY_AFTER_S, Lifecycle
 from service.http.openapi import DERAIN_BODY, DERAIN_RESPONSES, ERROR
 from service.http.page import PAGE
@@ -146,6 +146,7 @@ async def derain(
         "X-Derain-Tiles": str(result.tiles),
         "X-Derain-Inference-Ms": f"{result.inference_ms:.1f}",
         "X-Derain-Scale": format_scale(result.scale),
+        "X-Derain-Passes": " ".join(format_factor(factor) for factor in result.passes),
     }
     return Response(result.content, media_type=result.media_type, headers=headers)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from benchmarks import engine, report
 from benchmarks.__main__ import main
@@ -141,3 +142,46 @@ def test_error_split_tells_a_veil_left_in_from_streaks_left_in() -> None:
     streaks[:, ::4] += 40  # thin bright columns left in
     lines = split(rain, np.clip(streaks, 0, 255).astype(np.uint8), clean)
     assert lines["low_share"] < 0.3 and lines["gain_offset_psnr"] < lines["psnr"] + 3  # tone fix: little
+
+
+def test_second_pass_measures_tell_streaks_and_a_veil_apart() -> None:
+    from benchmarks import second_pass
+
+    assert second_pass.parse_variant("4+4x2.5") == [4.0, (4.0, 2.5)]
+    assert second_pass.parse_variant("2") == [2.0]
+    yy, xx = np.mgrid[0:200, 0:200]
+    scene = 0.4 + 0.1 * np.sin(xx / 31.0) * np.cos(yy / 23.0)
+    lines = scene + 0.3 * (xx % 17 == 0)  # long vertical 1 px lines
+    rungs = scene + 0.3 * (yy % 17 == 0)  # the same lines, horizontal
+    as_rgb = [np.stack([image] * 3).astype(np.float32) for image in (scene, lines, rungs)]
+    clean, rainy, across = (second_pass.streaks(image) for image in as_rgb)
+    assert rainy > 50 * max(clean, across)  # vertical lines count, scene and horizontal lines barely
+    flat = np.full((3, 50, 50), 0.6, np.float32)
+    flat[2, 20, 20] = 0.1  # one dark pixel darkens its 15x15 window's dark channel
+    assert second_pass.veil(flat) == pytest.approx((0.6 * (2500 - 225) + 0.1 * 225) / 2500)
+    assert second_pass.veil(as_rgb[0] * 0.5 + 0.5) > second_pass.veil(as_rgb[0]) + 0.2  # a veil lifts it
+
+
+def test_second_pass_chains_passes_on_the_previous_result(tiny_onnx: Path, tmp_path: Path) -> None:
+    from benchmarks import second_pass
+    from service.core.pipeline import scale as sc
+
+    def model(image: np.ndarray) -> np.ndarray:
+        return 0.5 * image + 0.25
+
+    rng = np.random.default_rng(0)
+    rgb = np.clip(0.5 + 0.1 * rng.standard_normal((3, 96, 128)), 0, 1).astype(np.float32)
+    small = sc.shrink(rgb, 4.0)
+    first = sc.restore(rgb, small, model(small), 4.0)
+    again = sc.shrink(first, (4.0, 2.0))
+    expected = sc.restore(first, again, model(again), (4.0, 2.0))
+    np.testing.assert_allclose(second_pass.derain(model, rgb, [4.0, (4.0, 2.0)]), expected, atol=1e-6)
+    photo = tmp_path / "photo.png"
+    Image.fromarray((rgb.transpose(1, 2, 0) * 255).astype(np.uint8)).save(photo)
+    argv = ["--model", str(tiny_onnx), "--photo", str(photo), "--region", "0", "0", "128", "96"]
+    assert second_pass.main([*argv, "--variants", "4", "4+4x2", "--save", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "photo-4.png",
+        "photo-4_4x2.png",
+        "photo-input.png",
+    ]

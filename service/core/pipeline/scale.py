@@ -25,6 +25,12 @@ predicted rain layer (`streak_energy`): what a model trained on veiled rain take
 bright crop (haze, the low frequencies) would otherwise outvote the streaks. `streak_width` (a
 model-free reading of the image) was measured too and lost; see the README for the figures.
 
+A photo larger than the cap allows (`second_pass`: its size rule is above AUTO_PRIOR_MAX), derained at
+the cap, goes through the model once more (auto only): its first result shrunk by the cap along the
+streaks and by AUTO_ACROSS_SHARE of it across them (`across_factor`, the orientation read from the first
+pass's rain layer by `rain_orientation`), and that pass's rain layer is taken out of the first result.
+Real photos' streaks grow longer with resolution but not as much wider.
+
 Pure numpy + Pillow: no FastAPI, no onnxruntime (tests/service/test_layers.py checks).
 """
 
@@ -96,11 +102,26 @@ def format_scale(factor: float) -> str:
     return f"{factor:.2f}".rstrip("0").rstrip(".")
 
 
-def working_size(height: int, width: int, factor: float) -> tuple[int, int]:
-    """The working image's (height, width) for a factor: each side divided by it, rounded, >= 1."""
-    if factor == 1:
+Factor = float | tuple[float, float]  # one factor for both sides, or (rows, columns): auto's second pass
+
+
+def axes(factor: Factor) -> tuple[float, float]:
+    """(rows, columns) of a factor."""
+    return factor if isinstance(factor, tuple) else (factor, factor)
+
+
+def format_factor(factor: Factor) -> str:
+    """4 -> '4'; (4, 2) -> '4x2' (the height divided by 4, the width by 2: what X-Derain-Passes carries)."""
+    rows, columns = axes(factor)
+    return format_scale(rows) if rows == columns else f"{format_scale(rows)}x{format_scale(columns)}"
+
+
+def working_size(height: int, width: int, factor: Factor) -> tuple[int, int]:
+    """The working image's (height, width) for a factor: each side divided by its factor, rounded, >= 1."""
+    rows, columns = axes(factor)
+    if rows == columns == 1:
         return height, width
-    return max(1, round(height / factor)), max(1, round(width / factor))
+    return max(1, round(height / rows)), max(1, round(width / columns))
 
 
 def resize(planes: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -115,10 +136,10 @@ def resize(planes: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
-def shrink(rgb: np.ndarray, factor: float) -> np.ndarray:
-    """The working image: (3, H, W) in [0, 1] reduced by `factor` (antialiased), clipped to [0, 1].
-    At factor 1 the input itself (no copy)."""
-    if factor == 1:
+def shrink(rgb: np.ndarray, factor: Factor) -> np.ndarray:
+    """The working image: (3, H, W) in [0, 1] reduced by `factor` (antialiased; a (rows, columns) pair
+    reduces each side by its own), clipped to [0, 1]. At factor 1 the input itself (no copy)."""
+    if axes(factor) == (1, 1):
         return rgb
     height, width = working_size(rgb.shape[1], rgb.shape[2], factor)
     small = resize(rgb, height, width)
@@ -172,12 +193,12 @@ def restore(
     rgb: np.ndarray,
     small: np.ndarray,
     derained_small: np.ndarray,
-    factor: float,
+    factor: Factor,
     upsampling: Upsampling = "bicubic",
 ) -> np.ndarray:
     """The full-size result: `rgb` minus the working rain layer (small - derained_small) brought back
     to rgb's size, clipped to [0, 1]. At factor 1 the model's output, clipped."""
-    if factor == 1 or small.shape == rgb.shape:
+    if axes(factor) == (1, 1) or small.shape == rgb.shape:
         return np.clip(derained_small, 0.0, 1.0)
     rain = small - derained_small
     height, width = rgb.shape[1:]
@@ -352,6 +373,48 @@ def streak_energy(
     rain = (crops - derained).astype(np.float32)
     detail = (rain - box_filter(rain, radius))[:, :, border:-border, border:-border].astype(np.float64)
     return np.asarray(np.mean(detail**2, axis=(1, 2, 3)))
+
+
+# --- auto's second pass, across the streaks -----------------------------------------------------------
+#
+# Real photos' streaks grow longer with resolution but not as much wider: on the 12 MP photo of the README
+# they are 2-4 px wide and 100-300 px long. At the cap (4) they come out 0.5-1 px wide and the model leaves
+# many; at 2 it takes most out, but costs 4x the pixels. So a photo above the cap, derained at the cap,
+# goes through the model once more: its first result shrunk by the cap along the streaks and by
+# AUTO_ACROSS_SHARE of it across them, and that pass's rain layer is taken out of the first result. Across
+# 2 took out a few more streaks than 2.5 but left auto only 5.0x faster than scale=1 there; 3 left
+# visibly more (README: measured).
+
+AUTO_ACROSS_SHARE = 0.625  # the second pass shrinks across the streaks by this share of its factor: 4 -> 2.5
+
+
+def second_pass(
+    height: int, width: int, factor: float, train_short_side: int = DEFAULT_TRAIN_SHORT_SIDE
+) -> bool:
+    """Whether auto runs the second pass: the image is larger than the cap allows (its size rule factor
+    is above AUTO_PRIOR_MAX) and it was derained at the cap (the probe did not move it)."""
+    size = AUTO_SIZE_RATIO * size_scale(height, width, train_short_side)
+    return factor == AUTO_PRIOR_MAX and size > AUTO_PRIOR_MAX
+
+
+ORIENTATION_BAND = (2, 8)  # box radii (working px) of rain_orientation's band-pass
+
+
+def rain_orientation(small: np.ndarray, derained_small: np.ndarray) -> float:
+    """The dominant orientation (degrees from vertical) of a pass's rain layer (small - derained_small),
+    read from a band of it: its 5x5 box mean minus its 17x17 one (the veil does not count, and the
+    gradients of 1 px streaks, which lean towards the pixel diagonals, are smoothed first: streaks
+    leaning 20 degrees read 23 this way, 36-43 from the unsmoothed detail)."""
+    rain = luma(small - derained_small)[None]
+    fine, coarse = ORIENTATION_BAND
+    return streak_orientation((box_filter(rain, fine) - box_filter(rain, coarse))[0])
+
+
+def across_factor(factor: float, orientation: float) -> tuple[float, float]:
+    """(rows, columns) of the second pass: `factor` along the streaks, AUTO_ACROSS_SHARE of it across
+    (quantised, at least 1). Streaks within 45 degrees of vertical are shrunk most along the height."""
+    across = quantize_scale(factor * AUTO_ACROSS_SHARE)
+    return (factor, across) if abs(orientation) <= 45 else (across, factor)
 
 
 Energy = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (crops, model outputs) -> one value per crop

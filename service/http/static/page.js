@@ -127,9 +127,12 @@ async function finish(xhr, file, started) {
   $("comparison").hidden = !$("before").getAttribute("src");  // no slider without a preview
   const tiles = xhr.getResponseHeader("X-Derain-Tiles");
   const used = xhr.getResponseHeader("X-Derain-Scale");
+  const passes = (xhr.getResponseHeader("X-Derain-Passes") || "").split(" ").filter(Boolean);
+  const second = passes.length > 1
+    ? `, then again at 1/${passes[1].replace("x", " x 1/")} across the streaks` : "";
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   say(`Done in ${seconds} s${tiles ? `, ${tiles} tile${tiles === "1" ? "" : "s"}` : ""}` +
-      `${used ? `, rain found at 1/${used} size` : ""}.`);
+      `${used ? `, rain found at 1/${used} size${second}` : ""}.`);
 }
 
 function fail(status, detail, retryAfter) {

@@ -205,6 +205,7 @@ def test_openapi_documents_bodies_parameters_headers_and_errors(
     assert set(operation["responses"]["200"]["headers"]) == {
         "X-Derain-Tiles",
         "X-Derain-Scale",
+        "X-Derain-Passes",
         "X-Derain-Inference-Ms",
         "X-Request-Id",
     }

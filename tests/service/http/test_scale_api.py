@@ -213,3 +213,59 @@ def test_the_model_metadata_gives_the_training_scale(tmp_path: Path, tiny_onnx: 
     onnx.save(graph, str(larger))
     assert load_runner(tiny_onnx, ["CPUExecutionProvider"], threads=1).info.train_short_side == 321
     assert load_runner(larger, ["CPUExecutionProvider"], threads=1).info.train_short_side == 642
+
+
+def rainy_photo(height: int, width: int, transpose: bool = False) -> np.ndarray:
+    """uint8 RGB: thin bright streaks (2 px) on shading, upright or (transpose) across the frame."""
+    if transpose:
+        return rainy_photo(width, height).transpose(1, 0, 2).copy()
+    return np.rint(streaks(2.0, height, width) * 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+@pytest.mark.parametrize(("transpose", "second"), [(False, (4.0, 2.5)), (True, (2.5, 4.0))])
+def test_auto_derains_a_photo_above_the_cap_again_across_its_streaks(
+    make_settings: SettingsFactory, transpose: bool, second: tuple[float, float]
+) -> None:
+    """1300 x 1950 (4.05 x the training images): auto derains at the cap (4), then the first result
+    again, shrunk by 4 along the streaks and 2.5 across them; the answer is the first result minus the
+    second pass's rain layer. The fake model is 0.5 x + 0.25 (FakeRunner)."""
+    image = rainy_photo(1300, 1950, transpose)
+    runner = FakeRunner()
+    with serve(make_settings(whole_max_pixels=1 << 20), runner) as client:
+        warm_up = len(runner.tiles_seen)
+        response = client.post("/derain", content=png_bytes(image), headers=PNG)
+        passes = metric(client, "derain_second_passes_total")
+    assert response.status_code == 200
+    assert response.headers["x-derain-scale"] == "4"
+    assert response.headers["x-derain-passes"] == f"4 {sc.format_factor(second)}"
+    assert passes == 1
+    rgb = image.transpose(2, 0, 1).astype(np.float32) / 255
+    small = sc.shrink(rgb, 4.0)
+    first = sc.restore(rgb, small, 0.5 * small + 0.25, 4.0)
+    again = sc.shrink(first, second)
+    expected = sc.restore(first, again, 0.5 * again + 0.25, second)
+    seen = runner.tiles_seen[warm_up:]
+    height, width = again.shape[1:]
+    assert seen[-1].shape == (3, -(-height // 8) * 8, -(-width // 8) * 8)  # the second pass, whole
+    assert response.headers["x-derain-tiles"] == "2"  # one whole working image per pass
+    expected_pixels = np.rint(expected * 255).astype(int).transpose(1, 2, 0)
+    out = pixels_of(response.content).astype(int)
+    assert np.abs(out - expected_pixels).max() <= 1
+    single = np.rint(first * 255).astype(int).transpose(1, 2, 0)
+    assert np.abs(out - single).mean() > 1.0  # the second pass changed the answer
+
+
+def test_the_second_pass_is_a_setting_and_never_runs_for_a_fixed_scale(
+    make_settings: SettingsFactory,
+) -> None:
+    image = png_bytes(rainy_photo(1300, 1950))
+    with serve(make_settings(second_pass=False, whole_max_pixels=1 << 20), NoRain()) as client:
+        off = client.post("/derain", content=image, headers=PNG)
+        assert metric(client, "derain_second_passes_total") == 0
+    with serve(make_settings(whole_max_pixels=1 << 20), NoRain()) as client:
+        fixed = client.post("/derain?scale=4", content=image, headers=PNG)
+        assert metric(client, "derain_second_passes_total") == 0
+    for response in (off, fixed):
+        assert response.status_code == 200
+        assert response.headers["x-derain-scale"] == response.headers["x-derain-passes"] == "4"
+        assert response.headers["x-derain-tiles"] == "1"

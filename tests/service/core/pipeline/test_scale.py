@@ -188,3 +188,57 @@ def test_streak_width_grows_with_the_streaks() -> None:
     widths = [sc.streak_width(streaks(w)) for w in (2.0, 4.0, 8.0)]
     assert widths[0] < widths[1] < widths[2]
     assert 1.5 < widths[1] / widths[0] < 2.5 and 1.4 < widths[2] / widths[1] < 2.5
+
+
+# --- auto's second pass, across the streaks ----------------------------------------------------------
+
+
+def test_a_factor_can_differ_per_axis() -> None:
+    assert sc.working_size(2848, 4288, (4.0, 2.0)) == (712, 2144)
+    assert sc.working_size(2848, 4288, (2.0, 4.0)) == (1424, 1072)
+    assert sc.format_factor(4.0) == "4" and sc.format_factor((4.0, 4.0)) == "4"
+    assert sc.format_factor((4.0, 2.0)) == "4x2" and sc.format_factor((2.25, 4.0)) == "2.25x4"
+    rgb = photo_like(97, 130)
+    small = sc.shrink(rgb, (4.0, 2.0))
+    assert small.shape == (3, 24, 65)
+    out = sc.restore(rgb, small, small.copy(), (4.0, 2.0))
+    assert float(np.abs(out - rgb).max()) <= 1 / 255  # no rain found: the input back
+    assert sc.shrink(rgb, (1.0, 1.0)) is rgb
+
+
+@pytest.mark.parametrize(
+    ("size", "factor", "train_short_side", "expected"),
+    [
+        ((2848, 4288), 4.0, 321, True),  # 12 MP: the size rule says 8.9, auto derains at the cap
+        ((1440, 1920), 4.0, 321, True),  # 4.49 x the training images
+        ((1284, 1924), 4.0, 321, False),  # exactly 4 x: the size rule is the cap, streaks grew with it
+        ((963, 1443), 3.0, 321, False),  # below the cap
+        ((2848, 4288), 2.0, 321, False),  # the probe moved it off the cap: its factor stands
+        ((2848, 4288), 4.0, 642, True),  # a model trained at 642 px: 4.4 x its images
+        ((2400, 3600), 4.0, 642, False),  # 3.7 x its images
+    ],
+)
+def test_the_second_pass_is_for_photos_above_the_cap_derained_at_it(
+    size: tuple[int, int], factor: float, train_short_side: int, expected: bool
+) -> None:
+    assert sc.second_pass(*size, factor, train_short_side) is expected
+
+
+def test_the_second_pass_shrinks_less_across_the_streaks() -> None:
+    assert sc.across_factor(4.0, 0.0) == (4.0, 2.5)  # vertical streaks: the width shrinks less
+    assert sc.across_factor(4.0, -30.0) == (4.0, 2.5)
+    assert sc.across_factor(4.0, 80.0) == (2.5, 4.0)  # streaks across the frame: the height does
+    assert sc.across_factor(4.0, -90.0) == (2.5, 4.0)
+    assert sc.across_factor(1.5, 0.0) == (1.5, 1.0)  # never below 1
+
+
+@pytest.mark.parametrize("width", [1.0, 2.0])
+@pytest.mark.parametrize("angle", [0.0, 20.0, -20.0, 35.0])
+def test_the_rain_layer_gives_the_streaks_orientation(angle: float, width: float) -> None:
+    rgb = streaks(width, 320, 320, angle=angle)
+    derained = thin_line_remover(rgb[None])[0]
+    upright = sc.rain_orientation(rgb, derained)
+    across = sc.rain_orientation(rgb.transpose(0, 2, 1), derained.transpose(0, 2, 1))
+    assert abs(abs(upright) - abs(angle)) < 5  # the lean (streaks() and the tensor count it oppositely)
+    assert abs(across) > 45 and sc.across_factor(4.0, across) == (2.5, 4.0)
+    assert sc.across_factor(4.0, upright) == (4.0, 2.5)

@@ -84,7 +84,7 @@ def onnx_predictor(path: Path, threads: int | None = None) -> Predictor:
 
 
 def service_predictor(
-    path: Path, scale: str, threads: int | None = None
+    path: Path, scale: str, threads: int | None = None, second_pass: bool = True
 ) -> tuple[Predictor, Callable[[], None]]:
     """What the service returns for `scale` (CPU provider, default tiling), as a Predictor: the image is
     handed over as PNG bytes (lossless: the service decodes the very pixels) and derained by the
@@ -107,6 +107,7 @@ def service_predictor(
         batch=0,
         threads=threads or 0,
         scale=parse_scale(scale),
+        second_pass=second_pass,
     )
 
     def predict(image: np.ndarray) -> np.ndarray:
@@ -160,7 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         "--scale",
         help="score what the service returns at this working scale (auto, or 1 to 8; an .onnx model)",
     )
+    parser.add_argument(
+        "--no-second-pass",
+        dest="second_pass",
+        action="store_false",
+        help="with --scale auto: as the service with DERAIN_SECOND_PASS=false (one pass above the size cap)",
+    )
     args = parser.parse_args(argv)
+    if not args.second_pass and args.scale is None:
+        parser.error("--no-second-pass needs --scale (it describes the service's pipeline)")
     if args.scale is not None:
         from service.core.pipeline.scale import ScaleError, parse_scale
 
@@ -168,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             parse_scale(args.scale)
         except ScaleError as error:
             parser.error(f"--scale: {error}")
-        predict, close = service_predictor(args.model, args.scale, args.threads)
+        predict, close = service_predictor(args.model, args.scale, args.threads, args.second_pass)
     else:
         predict, close = predictor_for(args.model, args.threads), lambda: None
     try:
@@ -178,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {**scores, "model": str(args.model), "data": str(args.data)}
     if args.scale is not None:
         result["scale"] = args.scale
+        result["second_pass"] = args.second_pass
     print(json.dumps(result))
     return 0
 

@@ -75,13 +75,15 @@ class LocalBackend:
     """The service's core in this process: the same Derainer and batcher (decode -> tiles -> model in
     batches -> stitch -> encode), run in an event loop of its own."""
 
-    def __init__(self, runner: Runner, tiling: Tiling, batch: int, scale: ScaleChoice = AUTO) -> None:
+    def __init__(
+        self, runner: Runner, tiling: Tiling, batch: int, scale: ScaleChoice = AUTO, second_pass: bool = True
+    ) -> None:
         self._runner = runner
         self._batch = batch
         self._scale = scale
         self._loop = asyncio.Runner()
         self._batcher, self._derainer = build_derainer(
-            runner.run, Metrics(), tiling, batch, 0.0, QUEUE_TILES, MAX_PIXELS
+            runner.run, Metrics(), tiling, batch, 0.0, QUEUE_TILES, MAX_PIXELS, second_pass
         )
         self._loop.run(self._start())
         self.description = f"model {runner.info.preset} on {runner.active_provider}"
@@ -100,6 +102,7 @@ class LocalBackend:
         threads: int,
         scale: ScaleChoice = AUTO,
         whole_max_pixels: int = WHOLE_PIXELS,
+        second_pass: bool = True,
     ) -> LocalBackend:
         """providers None: CUDA when this onnxruntime has it, else CPU, without the runtime's warnings.
         batch 0: the provider's default (runtime.default_batch); a batch set on the CPU runs on lanes."""
@@ -115,7 +118,9 @@ class LocalBackend:
         except ValueError as error:
             raise Fatal(f"--tile-size/--overlap: {error}") from None
         tiling = local_tiling(runner, tile_size, overlap, whole_max_pixels)
-        return cls(runner, tiling, serving_batch(batch, runner.active_provider, QUEUE_TILES), scale)
+        return cls(
+            runner, tiling, serving_batch(batch, runner.active_provider, QUEUE_TILES), scale, second_pass
+        )
 
     def derain(self, data: bytes, fmt: OutputFormat | None, quality: int | None) -> Encoded:
         result = self._loop.run(self._derainer.derain(data, fmt, quality, scale=self._scale))

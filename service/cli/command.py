@@ -150,6 +150,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=_int_in(0, 64 << 20),
         help=f"CPU: working images up to this many pixels run whole (default {DEFAULT_WHOLE}; 0: tiles)",
     )
+    local.add_argument(
+        "--no-second-pass",
+        dest="second_pass",
+        action="store_const",
+        const=False,
+        help="auto: one pass even for photos above the size cap (as DERAIN_SECOND_PASS=false)",
+    )
     server = parser.add_argument_group("running service")
     server.add_argument("--url", help="base URL of a running service, e.g. http://127.0.0.1:8000")
     server.add_argument(
@@ -157,11 +164,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     server.add_argument("--timeout", type=float, default=300.0, help="seconds per image (default 300)")
     args = parser.parse_args(argv)
-    local_options = ("model", "providers", "tile_size", "overlap", "batch", "threads", "whole_max_pixels")
+    local_options = (
+        "model",
+        "providers",
+        "tile_size",
+        "overlap",
+        "batch",
+        "threads",
+        "whole_max_pixels",
+        "second_pass",
+    )
     if args.url and any(getattr(args, name) is not None for name in local_options):
         parser.error(
-            "--model, --providers, --tile-size, --overlap, --batch, --threads and --whole-max-pixels "
-            "are for local mode"
+            "--model, --providers, --tile-size, --overlap, --batch, --threads, --whole-max-pixels and "
+            "--no-second-pass are for local mode (the service's DERAIN_SECOND_PASS decides there)"
         )
     return args
 
@@ -195,6 +211,7 @@ def make_backend(args: argparse.Namespace) -> Backend:
         threads=DEFAULT_THREADS if args.threads is None else args.threads,
         scale=args.scale,
         whole_max_pixels=DEFAULT_WHOLE if args.whole_max_pixels is None else args.whole_max_pixels,
+        second_pass=args.second_pass is not False,
     )
 
 

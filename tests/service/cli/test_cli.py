@@ -13,6 +13,7 @@ from PIL import Image
 
 from service.cli import main
 from service.core.runtime import CPU, load_runner
+from tests.mspfn.test_evaluate_scale import lined_photo
 from tests.paths import REPO
 from tests.service.cli.cli_helpers import API_KEY, TILE
 
@@ -169,10 +170,30 @@ def test_server_mode_reports_refusals(
     assert not list(out.glob("*.JPG")) and not list(out.glob("a.*"))
 
 
-def test_local_options_are_refused_with_url(tiny_onnx: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("option", [["--model", "MODEL"], ["--no-second-pass"]])
+def test_local_options_are_refused_with_url(tiny_onnx: Path, tmp_path: Path, option: list[str]) -> None:
+    option = [str(tiny_onnx) if part == "MODEL" else part for part in option]
     with pytest.raises(SystemExit) as stop:
-        main([str(tmp_path), "-o", str(tmp_path / "out"), "--url", "http://x", "--model", str(tiny_onnx)])
+        main([str(tmp_path), "-o", str(tmp_path / "out"), "--url", "http://x", *option])
     assert stop.value.code == 2
+
+
+def test_no_second_pass_reaches_the_local_derainer(tmp_path: Path, tiny_onnx: Path) -> None:
+    """A photo above the size cap: the local backend derains it twice by default, once with the flag."""
+    from service.cli import command
+
+    Image.fromarray(lined_photo(1300, 1950)).save(tmp_path / "big.png")
+    outputs = []
+    for flags in ([], ["--no-second-pass"]):
+        args = command.parse_args(
+            [str(tmp_path / "big.png"), "-o", str(tmp_path / "out"), "--model", str(tiny_onnx), *flags]
+        )
+        backend = command.make_backend(args)
+        try:
+            outputs.append(backend.derain_pixels((tmp_path / "big.png").read_bytes())[1])
+        finally:
+            backend.close()
+    assert np.abs(outputs[0] - outputs[1]).mean() > 1e-4  # the second pass changed the answer
 
 
 @pytest.mark.slow  # a fresh interpreter

@@ -171,12 +171,12 @@ class Derainer:
         spots = sc.probe_spots(height, width, tiling.train_short_side) if len(candidates) > 1 else 0
         expected = tiling.plan(*sc.working_size(height, width, prior))
         probes = len(candidates) * spots
-        second = 0  # room for the second pass, reserved with the first: no 429 half-way through
+        second = 0  # room for the second pass, reserved with the first (either orientation): no 429 half-way
         if scale.auto and self._second_pass and sc.second_pass(height, width, prior, tiling.train_short_side):
-            second = tiling.plan(*sc.working_size(height, width, sc.across_factor(prior, 0.0))).count
-        ticket = self._batcher.admit(
-            expected.count + probes + second
-        )  # before decoding: overload costs no memory
+            shapes = (sc.working_size(height, width, sc.across_factor(prior, angle)) for angle in (0.0, 90.0))
+            second = max(tiling.plan(*shape).count for shape in shapes)
+        # Reserved before decoding, so overload costs no memory.
+        ticket = self._batcher.admit(expected.count + probes + second)
         probe_ticket = self._batcher.take(ticket, probes) if probes else None
         second_ticket = self._batcher.take(ticket, second) if second else None
         try:
@@ -221,7 +221,7 @@ class Derainer:
         and by less across them, through the model again; its rain layer comes out of the first result."""
         base, working, factor = await asyncio.to_thread(_second_working, first)
         grid = self._tiling.plan(working.shape[1], working.shape[2])
-        self._batcher.resize(ticket, grid.count)  # the streaks ran across: the grid of the other shape
+        self._batcher.resize(ticket, grid.count)  # never grows: room for either orientation was reserved
         futures = self._batcher.submit(ticket, split(working, grid))
         self._metrics.second_passes.inc()
         outputs, model_ms = await _gather(futures, is_disconnected)

@@ -235,7 +235,9 @@ def test_auto_derains_a_photo_above_the_cap_again_across_its_streaks(
         warm_up = len(runner.tiles_seen)
         response = client.post("/derain", content=png_bytes(image), headers=PNG)
         passes = metric(client, "derain_second_passes_total")
+        reserved = metric(client, "derain_queue_tiles")
     assert response.status_code == 200
+    assert reserved == 0  # the second pass's room, reserved at admission, was all given back
     assert response.headers["x-derain-scale"] == "4"
     assert response.headers["x-derain-passes"] == f"4 {sc.format_factor(second)}"
     assert passes == 1

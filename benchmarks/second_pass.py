@@ -1,7 +1,7 @@
 """auto's second pass across the streaks: which passes take the rain out of a large real photo.
 
     python -m benchmarks.second_pass --model models/mspfn-lite.onnx \
-        --photo ../shared/data/real/RealSIRR147/rain/91.jpg --variants 4 2 2.5 4+4x2 4+4x2.5 4+4x3 4x2 4+4
+        --photo ../shared/data/real/RealSIRR147/rain/91.jpg --variants 4 2 2.5 4+4x2.5 4g+4x2.5 4g 4+4
 
 A real photo has no clean reference, so two measures stand in for a look at 100% (docs/ has the crops):
 - *streaks*: what is left of long, near-vertical, thin bright or dark lines: the luma minus its mean over
@@ -12,8 +12,10 @@ A real photo has no clean reference, so two measures stand in for a look at 100%
   like haze, lifts it; lower is a clearer scene.
 
 Each variant is a chain of passes separated by `+`: `4` derains at a working scale of 4 (as
-`scale=4`), `4x2` shrinks the height by 4 and the width by 2, and a later pass derains the previous
-pass's full-size result (service.core.pipeline.scale: shrink, model, restore). The model runs on whole
+`scale=4`), `4x2` shrinks the height by 4 and the width by 2, a `g` after a pass brings its rain layer
+back with the guided filter auto uses above the cap (scale.ABOVE_CAP_GUIDED) instead of bicubic
+(`4g+4x2.5` is auto's two passes), and a later pass derains the previous pass's full-size result
+(service.core.pipeline.scale: shrink, model, restore). The model runs on whole
 working images (ONNX Runtime, CPU), on a region of the photo (--region), so a variant costs seconds.
 Times are printed, but they are not the service's (no tiling, no probe): benchmarks.scale_http is.
 """
@@ -31,18 +33,23 @@ from PIL import Image
 from benchmarks.scale_study import Model, onnx_model
 from service.core.pipeline import scale as sc
 
-DEFAULT_VARIANTS = ("4", "2.5", "2", "4+4x2", "4+4x2.5", "4+4x3", "4x2", "4+4")
+DEFAULT_VARIANTS = ("4", "4g", "2.5", "2", "4+4x2.5", "4g+4x2.5", "4g+4x2", "4g+4x3", "4x2", "4+4")
 STREAK_ACROSS = 15  # px: the horizontal mean the detail is taken from
 STREAK_ALONG = 61  # px: the vertical window the detail is averaged over
 VEIL_WINDOW = 15  # px: the dark channel's window
 
 
-def parse_variant(text: str) -> list[sc.Factor]:
-    """'4+4x2.5' -> [4.0, (4.0, 2.5)]."""
-    passes: list[sc.Factor] = []
+Pass = tuple[sc.Factor, sc.Upsampling]
+
+
+def parse_variant(text: str) -> list[Pass]:
+    """'4g+4x2.5' -> [(4.0, 'guided'), ((4.0, 2.5), 'bicubic')]."""
+    passes: list[Pass] = []
     for part in text.split("+"):
-        rows, _, columns = part.partition("x")
-        passes.append((float(rows), float(columns)) if columns else float(rows))
+        guided = part.endswith("g")
+        rows, _, columns = part.removesuffix("g").partition("x")
+        factor: sc.Factor = (float(rows), float(columns)) if columns else float(rows)
+        passes.append((factor, "guided" if guided else "bicubic"))
     return passes
 
 
@@ -73,12 +80,12 @@ def veil(rgb: np.ndarray) -> float:
     return float(dark.mean())
 
 
-def derain(model: Model, rgb: np.ndarray, passes: list[sc.Factor]) -> np.ndarray:
+def derain(model: Model, rgb: np.ndarray, passes: list[Pass]) -> np.ndarray:
     """The chain of passes on a full-size (3, H, W) image."""
     result = rgb
-    for factor in passes:
+    for factor, upsampling in passes:
         small = sc.shrink(result, factor)
-        result = sc.restore(result, small, model(small), factor)
+        result = sc.restore(result, small, model(small), factor, upsampling, sc.ABOVE_CAP_GUIDED)
     return result
 
 

@@ -259,10 +259,12 @@ def _restore_and_encode(tiled: _Tiled, fmt: OutputFormat, quality: int | None) -
 
 def _second_working(first: _Tiled) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """(the first pass's full-size result, the second pass's working image, its factor): the factor
-    follows the orientation of the rain the first pass found."""
+    follows the orientation of the rain the first pass found, and the first pass's rain layer comes
+    back with a guided filter (scale.ABOVE_CAP_GUIDED: the photo's streaks are thinner than a working
+    pixel)."""
     derained = first.derained()
     factor = sc.across_factor(sc.axes(first.factor)[0], sc.rain_orientation(first.working, derained))
-    base = first.restore(derained)
+    base = sc.restore(first.base, first.working, derained, first.factor, "guided", sc.ABOVE_CAP_GUIDED)
     return base, sc.shrink(base, factor), factor
 
 

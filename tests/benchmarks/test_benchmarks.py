@@ -147,8 +147,9 @@ def test_error_split_tells_a_veil_left_in_from_streaks_left_in() -> None:
 def test_second_pass_measures_tell_streaks_and_a_veil_apart() -> None:
     from benchmarks import second_pass
 
-    assert second_pass.parse_variant("4+4x2.5") == [4.0, (4.0, 2.5)]
-    assert second_pass.parse_variant("2") == [2.0]
+    assert second_pass.parse_variant("4+4x2.5") == [(4.0, "bicubic"), ((4.0, 2.5), "bicubic")]
+    assert second_pass.parse_variant("4g+4x2.5g") == [(4.0, "guided"), ((4.0, 2.5), "guided")]
+    assert second_pass.parse_variant("2") == [(2.0, "bicubic")]
     yy, xx = np.mgrid[0:200, 0:200]
     scene = 0.4 + 0.1 * np.sin(xx / 31.0) * np.cos(yy / 23.0)
     lines = scene + 0.3 * (xx % 17 == 0)  # long vertical 1 px lines
@@ -172,16 +173,19 @@ def test_second_pass_chains_passes_on_the_previous_result(tiny_onnx: Path, tmp_p
     rng = np.random.default_rng(0)
     rgb = np.clip(0.5 + 0.1 * rng.standard_normal((3, 96, 128)), 0, 1).astype(np.float32)
     small = sc.shrink(rgb, 4.0)
-    first = sc.restore(rgb, small, model(small), 4.0)
+    first = sc.restore(rgb, small, model(small), 4.0, "guided", sc.ABOVE_CAP_GUIDED)
     again = sc.shrink(first, (4.0, 2.0))
     expected = sc.restore(first, again, model(again), (4.0, 2.0))
-    np.testing.assert_allclose(second_pass.derain(model, rgb, [4.0, (4.0, 2.0)]), expected, atol=1e-6)
+    chained = second_pass.derain(model, rgb, second_pass.parse_variant("4g+4x2"))
+    np.testing.assert_allclose(chained, expected, atol=1e-6)
+    plain = sc.restore(rgb, small, model(small), 4.0)
+    assert np.abs(first - plain).max() > 0.01  # `g` changed the first pass's restore
     photo = tmp_path / "photo.png"
     Image.fromarray((rgb.transpose(1, 2, 0) * 255).astype(np.uint8)).save(photo)
     argv = ["--model", str(tiny_onnx), "--photo", str(photo), "--region", "0", "0", "128", "96"]
-    assert second_pass.main([*argv, "--variants", "4", "4+4x2", "--save", str(tmp_path / "out")]) == 0
+    assert second_pass.main([*argv, "--variants", "4", "4g+4x2", "--save", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "photo-4.png",
-        "photo-4_4x2.png",
+        "photo-4g_4x2.png",
         "photo-input.png",
     ]

@@ -243,7 +243,7 @@ def test_auto_derains_a_photo_above_the_cap_again_across_its_streaks(
     assert passes == 1
     rgb = image.transpose(2, 0, 1).astype(np.float32) / 255
     small = sc.shrink(rgb, 4.0)
-    first = sc.restore(rgb, small, 0.5 * small + 0.25, 4.0)
+    first = sc.restore(rgb, small, 0.5 * small + 0.25, 4.0, "guided", sc.ABOVE_CAP_GUIDED)
     again = sc.shrink(first, second)
     expected = sc.restore(first, again, 0.5 * again + 0.25, second)
     seen = runner.tiles_seen[warm_up:]
@@ -255,6 +255,9 @@ def test_auto_derains_a_photo_above_the_cap_again_across_its_streaks(
     assert np.abs(out - expected_pixels).max() <= 1
     single = np.rint(first * 255).astype(int).transpose(1, 2, 0)
     assert np.abs(out - single).mean() > 1.0  # the second pass changed the answer
+    plain = sc.restore(rgb, small, 0.5 * small + 0.25, 4.0)
+    bicubic = sc.restore(plain, sc.shrink(plain, second), 0.5 * sc.shrink(plain, second) + 0.25, second)
+    assert np.abs(out - np.rint(bicubic * 255).astype(int).transpose(1, 2, 0)).mean() > 1.0  # guided first
 
 
 def test_the_second_pass_is_a_setting_and_never_runs_for_a_fixed_scale(

@@ -121,10 +121,13 @@ class _Tiled:
         """The model's output at working scale (stitched)."""
         return stitch(self.outputs, self.grid)
 
-    def restore(self, derained: np.ndarray | None = None) -> np.ndarray:
-        """The full-size derained image: stitch at working scale, bring the rain layer back."""
+    def restore(
+        self, derained: np.ndarray | None = None, upsampling: sc.Upsampling = "bicubic"
+    ) -> np.ndarray:
+        """The full-size derained image: stitch at working scale, bring the rain layer back (a guided
+        filter is scale.ABOVE_CAP_GUIDED's)."""
         derained = self.derained() if derained is None else derained
-        return sc.restore(self.base, self.working, derained, self.factor)
+        return sc.restore(self.base, self.working, derained, self.factor, upsampling, sc.ABOVE_CAP_GUIDED)
 
 
 class Derainer:
@@ -264,7 +267,7 @@ def _second_working(first: _Tiled) -> tuple[np.ndarray, np.ndarray, tuple[float,
     pixel)."""
     derained = first.derained()
     factor = sc.across_factor(sc.axes(first.factor)[0], sc.rain_orientation(first.working, derained))
-    base = sc.restore(first.base, first.working, derained, first.factor, "guided", sc.ABOVE_CAP_GUIDED)
+    base = first.restore(derained, "guided")
     return base, sc.shrink(base, factor), factor
 
 

@@ -392,9 +392,9 @@ def streak_energy(
 AUTO_ACROSS_SHARE = 0.625  # the second pass shrinks across the streaks by this share of its factor: 4 -> 2.5
 # Above the cap the first pass's rain layer comes back with a guided filter (radius in working px, eps),
 # the full-size photo as its guide: the photo's streaks are thinner than a working pixel there, and
-# bicubic spreads each over 4 px, leaving a thin line with dark flanks; the guide puts the rain back on
-# the streak itself. 1e-4: the best of 3e-5 .. 1e-2 on the real photos (91, 95) that cost least on the
-# synthetic sets past the cap; radius 2 took more off Rain12-x5 (README: measured).
+# bicubic spreads each over several px, leaving a thin line with dark flanks; the guide puts the rain
+# back on the streak itself. eps 1e-4 between 3e-5 (fewer streaks, more veil on 91) and 3e-4 (more
+# streaks); radius 2 did a little better on 91 and 95 but took more off Rain12-x5 (README: measured).
 ABOVE_CAP_GUIDED = (1, 1e-4)
 
 

@@ -189,3 +189,23 @@ def test_second_pass_chains_passes_on_the_previous_result(tiny_onnx: Path, tmp_p
         "photo-4g_4x2.png",
         "photo-input.png",
     ]
+
+
+def test_grids_times_the_pieces_and_the_fitted_tiles_it_names(
+    tiny_onnx: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import grids
+
+    assert grids.parse_size("712x1715") == (712, 1715)
+    plans = grids.grids(712, 1715, 8)
+    assert [(grid.count, grid.tile_height, grid.tile_width) for grid in plans.values()] == [
+        (2, 712, 880),
+        (32, 208, 248),
+    ]
+    assert (
+        grids.main(["--model", str(tiny_onnx), "--sizes", "40x1100", "--repeats", "1", "--threads", "1"]) == 0
+    )
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 40x1100")]
+    assert len(rows) == 2
+    assert rows[0].split(" | ")[2:4] == ["1", "40x1104"]  # 44k px fits the budget: one piece
+    assert rows[1].split(" | ")[2] == "5"  # fitted tiles: 40 px rows, five of them across

@@ -6,9 +6,11 @@ Two pure functions, `split` and `stitch`, joined by a `TileGrid` that says where
 Two plans:
 - `plan_grid`: square tiles of one fixed size, the same for every image (static shapes, for CUDA);
 - `plan_work` with a pixel budget (the CPU, where shapes are free and batching brings nothing): an
-  image whose padded canvas fits the budget is one tile, the whole image; a larger one is cut into as
-  many tiles as the fixed size would need, each shrunk to the smallest multiple of `align` that still
-  covers the image with that count (rectangular tiles: no padding wasted on a square).
+  image whose padded canvas fits the budget is one tile, the whole image; a larger one gets whichever
+  of two rectangular grids gives the model fewer pixels: pieces that each fit the budget, as few
+  pixels as will do (a 1424x2144 image: 3 of 1424x736, 1.03x its pixels), or as many tiles as the
+  fixed size would need, each shrunk to the smallest multiple of `align` that still covers the image
+  with that count (`fitted_grid`: it wins only with a budget under a few tiles).
 
 Layout: CHW float32 (channels first, one image); tiles are (C, T, T) where T = tile size.
 Every tile has the exact serving shape, so tiles of different requests can share a batch and the
@@ -128,14 +130,53 @@ def _round_up(length: int, multiple: int) -> int:
 def fitted_side(length: int, tile_size: int, overlap: int, align: int) -> int:
     """The smallest tile side (a multiple of `align`, at most `tile_size`) that covers `length` px with
     as few tiles as `tile_size` would, neighbours still overlapping by at least `overlap` px."""
-    count = len(tile_starts(length, tile_size, overlap, align))
-    if count == 1:
-        return min(tile_size, _round_up(length, align))
+    return min(
+        side_for_count(length, len(tile_starts(length, tile_size, overlap, align)), overlap, align), tile_size
+    )
+
+
+def side_for_count(length: int, count: int, overlap: int, align: int) -> int:
+    """The smallest tile side (a multiple of `align`) that covers `length` px with at most `count`
+    tiles, neighbours overlapping by at least `overlap` px."""
     canvas = _round_up(length, align)
+    if count <= 1:
+        return canvas
     side = max(overlap + align, _round_up(-(-(canvas + (count - 1) * overlap) // count), align))
-    while side < tile_size and len(tile_starts(length, side, overlap, align)) > count:
+    while len(tile_starts(length, side, overlap, align)) > count:
         side += align
-    return min(side, tile_size)
+    return side
+
+
+def budget_pieces(height: int, width: int, overlap: int, align: int, budget: int) -> TileGrid | None:
+    """The grid whose pieces each have at most `budget` pixels that gives the model the fewest pixels
+    (ties: fewer pieces): for each count of rows, the fewest columns that fit. None when no piece fits."""
+    best: TileGrid | None = None
+    rows = 1
+    while True:
+        tile_height = side_for_count(height, rows, overlap, align)
+        if tile_height * (overlap + align) > budget:  # not even the narrowest piece fits: more rows
+            rows += 1
+            if tile_height <= overlap + align:
+                return best
+            continue
+        columns = 1
+        tile_width = side_for_count(width, columns, overlap, align)
+        while tile_height * tile_width > budget:
+            columns += 1
+            tile_width = side_for_count(width, columns, overlap, align)
+        grid = _grid(height, width, tile_height, tile_width, overlap, align)
+        if best is None or (grid.pixels, grid.count) < (best.pixels, best.count):
+            best = grid
+        if columns == 1 or tile_height <= overlap + align:  # more rows only add overlap from here
+            return best
+        rows += 1
+
+
+def fitted_grid(height: int, width: int, tile_size: int, overlap: int, align: int) -> TileGrid:
+    """As many tiles as `tile_size` ones would need, each side shrunk as far as that count allows."""
+    tile_height = fitted_side(height, tile_size, overlap, align)
+    tile_width = fitted_side(width, tile_size, overlap, align)
+    return _grid(height, width, tile_height, tile_width, overlap, align)
 
 
 def plan_work(
@@ -143,16 +184,20 @@ def plan_work(
 ) -> TileGrid:
     """Where the model's inputs for a `height` x `width` image go. whole_pixels 0: `plan_grid`'s fixed
     square tiles. Otherwise the whole image as one input when its canvas (the image padded to `align`)
-    has at most `whole_pixels` pixels, else the fewest tiles of the fixed size, fitted (`fitted_side`)."""
+    has at most `whole_pixels` pixels, else pieces of at most `whole_pixels` each (`budget_pieces`) or
+    as many tiles as the fixed size needs, fitted (`fitted_side`): whichever gives the model fewer
+    pixels."""
     if whole_pixels <= 0:
         return plan_grid(height, width, tile_size, overlap, align)
     _check_plan(height, width, tile_size, overlap, align)
     canvas_height, canvas_width = _round_up(height, align), _round_up(width, align)
     if canvas_height * canvas_width <= whole_pixels:
         return TileGrid(height, width, canvas_height, canvas_width, (0,), (0,))
-    tile_height = fitted_side(height, tile_size, overlap, align)
-    tile_width = fitted_side(width, tile_size, overlap, align)
-    return _grid(height, width, tile_height, tile_width, overlap, align)
+    fitted = fitted_grid(height, width, tile_size, overlap, align)
+    pieces = budget_pieces(height, width, overlap, align, whole_pixels)
+    if pieces is not None and (pieces.pixels, pieces.count) < (fitted.pixels, fitted.count):
+        return pieces
+    return fitted
 
 
 def split(image: np.ndarray, grid: TileGrid) -> list[np.ndarray]:

@@ -1,4 +1,5 @@
-"""plan_work: the whole image when it fits the budget, else the fewest fitted tiles; fixed tiles at 0."""
+"""plan_work: the whole image when it fits the budget, else the fewest pieces that fit it or fitted
+tiles (whichever gives the model fewer pixels); fixed tiles at 0."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from service.core.pipeline import plan_grid, plan_work, split, stitch
-from service.core.pipeline.tiling import fitted_side
+from service.core.pipeline.tiling import TileGrid, budget_pieces, fitted_side, side_for_count, tile_starts
 
 BUDGET = 1 << 20
 
@@ -18,22 +19,61 @@ def test_an_image_within_the_budget_is_one_input_padded_to_the_grid_only(height:
     assert (grid.tile_height, grid.tile_width) == (-(-height // 8) * 8, -(-width // 8) * 8)
 
 
-@pytest.mark.parametrize(("height", "width"), [(1284, 1924), (1424, 2144), (2848, 4288), (1030, 1500)])
-def test_a_larger_image_gets_as_many_tiles_as_fixed_ones_but_no_more_pixels(height: int, width: int) -> None:
-    fitted, fixed = plan_work(height, width, 256, 32, 8, BUDGET), plan_grid(height, width, 256, 32, 8)
-    assert fitted.count == fixed.count
-    assert fitted.pixels <= fixed.pixels
-    assert fitted.tile_height % 8 == 0 and fitted.tile_width % 8 == 0
-    for starts, side in ((fitted.tops, fitted.tile_height), (fitted.lefts, fitted.tile_width)):
-        assert all(start % 8 == 0 for start in starts)
-        assert all(b - a <= side - 32 for a, b in zip(starts, starts[1:], strict=False))  # overlap kept
+def _overlaps_kept(grid: TileGrid, overlap: int = 32, align: int = 8) -> bool:
+    for starts, side in ((grid.tops, grid.tile_height), (grid.lefts, grid.tile_width)):
+        if any(start % align for start in starts) or side % align:
+            return False
+        if any(b - a > side - overlap for a, b in zip(starts, starts[1:], strict=False)):
+            return False
+    return True
 
 
-def test_fitted_tiles_waste_less_on_a_working_image_of_12_mp_shrunk_by_2() -> None:
-    grid = plan_work(1424, 2144, 256, 32, 8, BUDGET)
-    assert (grid.count, grid.tile_height, grid.tile_width) == (70, 232, 248)
-    assert grid.pixels / (1424 * 2144) == pytest.approx(1.32, abs=0.01)
-    assert plan_grid(1424, 2144, 256, 32, 8).pixels / (1424 * 2144) == pytest.approx(1.50, abs=0.01)
+@pytest.mark.parametrize(
+    ("height", "width"), [(1284, 1924), (1424, 2144), (2848, 4288), (1030, 1500), (712, 1715)]
+)
+def test_a_larger_image_goes_in_the_pieces_within_the_budget_that_cost_fewest_pixels(
+    height: int, width: int
+) -> None:
+    grid = plan_work(height, width, 256, 32, 8, BUDGET)
+    fitted = fitted_side(height, 256, 32, 8), fitted_side(width, 256, 32, 8)
+    assert grid.count > 1 and grid.tile_height * grid.tile_width <= BUDGET
+    assert _overlaps_kept(grid)
+    assert grid.canvas_height >= height and grid.canvas_width >= width
+    assert grid.pixels < plan_grid(height, width, 256, 32, 8).count * fitted[0] * fitted[1]  # < fitted tiles
+    assert grid.pixels / (height * width) < 1.06
+    # no other grid of pieces within the budget gives the model fewer pixels
+    for rows in range(1, 12):
+        for columns in range(1, 12):
+            tile_height, tile_width = (
+                side_for_count(height, rows, 32, 8),
+                side_for_count(width, columns, 32, 8),
+            )
+            if tile_height * tile_width <= BUDGET:
+                assert rows * columns * tile_height * tile_width >= grid.pixels
+
+
+def test_pieces_waste_less_than_fitted_tiles_on_the_second_pass_of_a_12_mp_photo() -> None:
+    """The working image of auto's second pass over 91.jpg (4288x2848 shrunk 4 x 2.5): two pieces of
+    712x880 (1.03x its pixels) instead of 32 fitted tiles of 208x248 (1.35x)."""
+    grid = plan_work(712, 1715, 256, 32, 8, BUDGET)
+    assert (grid.count, grid.tile_height, grid.tile_width) == (2, 712, 880)
+    assert grid.lefts == (0, 840)
+    assert grid.pixels / (712 * 1715) == pytest.approx(1.026, abs=0.001)
+    tiled = plan_work(712, 1715, 256, 32, 8, 1)  # no piece fits a budget of 1 px: fitted tiles
+    assert (tiled.count, tiled.tile_height, tiled.tile_width) == (32, 208, 248)
+    assert tiled.pixels / (712 * 1715) == pytest.approx(1.35, abs=0.01)
+
+
+def test_a_12_mp_photo_at_full_size_goes_in_14_pieces() -> None:
+    grid = plan_work(2848, 4288, 256, 32, 8, BUDGET)
+    assert (grid.count, grid.tile_height, grid.tile_width) == (14, 1440, 640)
+    assert grid.pixels / (2848 * 4288) == pytest.approx(1.057, abs=0.001)
+    assert plan_grid(2848, 4288, 256, 32, 8).pixels / (2848 * 4288) == pytest.approx(1.33, abs=0.01)
+
+
+def test_no_piece_fits_a_budget_below_the_narrowest_one() -> None:
+    assert budget_pieces(1030, 1500, 16, 8, 1) is None
+    assert budget_pieces(1030, 1500, 16, 8, 24 * 24) is not None
 
 
 def test_budget_zero_is_the_fixed_square_grid() -> None:
@@ -52,3 +92,15 @@ def test_fitted_side_is_the_smallest_that_keeps_the_count() -> None:
     assert fitted_side(481, 256, 32, 8) == 184  # 256 px tiles would need 3 (488 canvas): 3 of 184 do
     assert fitted_side(1500, 256, 32, 8) == 248
     assert fitted_side(100, 256, 32, 8) == 104  # one tile: the side padded to the grid
+
+
+def test_side_for_count_is_the_smallest_side_that_covers_with_that_many() -> None:
+    assert side_for_count(1715, 2, 32, 8) == 880  # 2 x 880 - 32 >= 1720 (the canvas)
+    assert side_for_count(1715, 1, 32, 8) == 1720
+    assert side_for_count(712, 4, 32, 8) == 208
+    for length, count in ((1715, 2), (712, 4), (4288, 7), (100, 3)):
+        side = side_for_count(length, count, 32, 8)
+        assert (
+            len(tile_starts(length, side, 32, 8)) <= count < len(tile_starts(length, side - 8, 32, 8))
+            or side == 40
+        )

@@ -2,9 +2,10 @@
 
     python -m benchmarks.grids --model models/mspfn-lite.onnx --sizes 712x1715 1424x2144 --repeats 2
 
-A working image whose canvas is over DERAIN_WHOLE_MAX_PIXELS (1 MP) is cut by `plan_work` into pieces
-of at most that many pixels, as few model pixels as will do (`budget_pieces`), unless fitted tiles
-(as many as 256 px tiles need, each shrunk as far as that count allows: the previous rule) give fewer.
+A working image whose canvas is over DERAIN_WHOLE_MAX_PIXELS (1 MP) is cut by `plan_work` into
+pieces of at most a quarter of it (PIECE_SHARE), as few model pixels as will do (`budget_pieces`),
+unless fitted tiles (as many as 256 px tiles need, each shrunk as far as that count allows: the
+previous rule) give fewer.
 This times both grids on the same random image through one ONNX Runtime session (the service's own,
 `load_runner`), alternating, each grid's first tile run once untimed; every model call gets one tile,
 as the CPU provider's default batch of 1 does. Sizes: the second pass's working image of a 12 MP photo

@@ -7,10 +7,11 @@ Two plans:
 - `plan_grid`: square tiles of one fixed size, the same for every image (static shapes, for CUDA);
 - `plan_work` with a pixel budget (the CPU, where shapes are free and batching brings nothing): an
   image whose padded canvas fits the budget is one tile, the whole image; a larger one gets whichever
-  of two rectangular grids gives the model fewer pixels: pieces that each fit the budget, as few
-  pixels as will do (a 1424x2144 image: 3 of 1424x736, 1.03x its pixels), or as many tiles as the
-  fixed size would need, each shrunk to the smallest multiple of `align` that still covers the image
-  with that count (`fitted_grid`: it wins only with a budget under a few tiles).
+  of two rectangular grids gives the model fewer pixels: pieces that each fit a quarter of the budget
+  (PIECE_SHARE), as few pixels as will do (a 1424x2144 image: 15 of 496x456, 1.11x its pixels), or
+  as many tiles as the fixed size would need, each shrunk to the smallest multiple of `align` that
+  still covers the image with that count (`fitted_grid`: it wins only with a budget under a few
+  tiles).
 
 Layout: CHW float32 (channels first, one image); tiles are (C, T, T) where T = tile size.
 Every tile has the exact serving shape, so tiles of different requests can share a batch and the
@@ -172,6 +173,13 @@ def budget_pieces(height: int, width: int, overlap: int, align: int, budget: int
         rows += 1
 
 
+# A working image cut into pieces comes from a large photo, whose full-size copies (decoded, restored,
+# resampled) come on top of ONNX Runtime's arena for the largest call: its pieces get this share of the
+# whole-image budget. A 24 MP upload peaked at 3,434 MiB with pieces of the whole budget, 3,065 with
+# half, 2,180 with a quarter (the 2.5 GB target: 2,384 MiB; README, Tiling).
+PIECE_SHARE = 0.25
+
+
 def fitted_grid(height: int, width: int, tile_size: int, overlap: int, align: int) -> TileGrid:
     """As many tiles as `tile_size` ones would need, each side shrunk as far as that count allows."""
     tile_height = fitted_side(height, tile_size, overlap, align)
@@ -184,7 +192,7 @@ def plan_work(
 ) -> TileGrid:
     """Where the model's inputs for a `height` x `width` image go. whole_pixels 0: `plan_grid`'s fixed
     square tiles. Otherwise the whole image as one input when its canvas (the image padded to `align`)
-    has at most `whole_pixels` pixels, else pieces of at most `whole_pixels` each (`budget_pieces`) or
+    has at most `whole_pixels` pixels, else pieces of at most PIECE_SHARE of it each (`budget_pieces`) or
     as many tiles as the fixed size needs, fitted (`fitted_side`): whichever gives the model fewer
     pixels."""
     if whole_pixels <= 0:
@@ -194,7 +202,7 @@ def plan_work(
     if canvas_height * canvas_width <= whole_pixels:
         return TileGrid(height, width, canvas_height, canvas_width, (0,), (0,))
     fitted = fitted_grid(height, width, tile_size, overlap, align)
-    pieces = budget_pieces(height, width, overlap, align, whole_pixels)
+    pieces = budget_pieces(height, width, overlap, align, int(whole_pixels * PIECE_SHARE))
     if pieces is not None and (pieces.pixels, pieces.count) < (fitted.pixels, fitted.count):
         return pieces
     return fitted

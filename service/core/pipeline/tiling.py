@@ -152,25 +152,22 @@ def budget_pieces(height: int, width: int, overlap: int, align: int, budget: int
     """The grid whose pieces each have at most `budget` pixels that gives the model the fewest pixels
     (ties: fewer pieces): for each count of rows, the fewest columns that fit. None when no piece fits."""
     best: TileGrid | None = None
-    rows = 1
+    narrowest = overlap + align  # the smallest side a piece can have
+    rows = 0
     while True:
-        tile_height = side_for_count(height, rows, overlap, align)
-        if tile_height * (overlap + align) > budget:  # not even the narrowest piece fits: more rows
-            rows += 1
-            if tile_height <= overlap + align:
-                return best
-            continue
-        columns = 1
-        tile_width = side_for_count(width, columns, overlap, align)
-        while tile_height * tile_width > budget:
-            columns += 1
-            tile_width = side_for_count(width, columns, overlap, align)
-        grid = _grid(height, width, tile_height, tile_width, overlap, align)
-        if best is None or (grid.pixels, grid.count) < (best.pixels, best.count):
-            best = grid
-        if columns == 1 or tile_height <= overlap + align:  # more rows only add overlap from here
-            return best
         rows += 1
+        tile_height = side_for_count(height, rows, overlap, align)
+        if tile_height * narrowest <= budget:
+            columns = 1
+            while tile_height * (tile_width := side_for_count(width, columns, overlap, align)) > budget:
+                columns += 1
+            grid = _grid(height, width, tile_height, tile_width, overlap, align)
+            if best is None or (grid.pixels, grid.count) < (best.pixels, best.count):
+                best = grid
+            if columns == 1:  # more rows only add overlap from here
+                return best
+        if tile_height <= narrowest:  # no more rows to add
+            return best
 
 
 # A working image cut into pieces comes from a large photo, whose full-size copies (decoded, restored,
